@@ -8,6 +8,7 @@ from .errors import (
     InvalidInputError,
     NotTrainedError,
     ReadOnlyIndexError,
+    VectorFileError,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "InvalidInputError",
     "NotTrainedError",
     "ReadOnlyIndexError",
+    "VectorFileError",
 ]

@@ -32,3 +32,10 @@ class IndexFormatError(BinidxError, ValueError):
 
 class ConcurrencyError(BinidxError, RuntimeError):
     """An operation conflicts with another one running at the same time."""
+
+
+class VectorFileError(BinidxError, ValueError):
+    """A vector file (fvecs/bvecs/ivecs, .npy, HDF5, CSV) is malformed or unreadable.
+
+    The message names the file, the record (when one is at fault) and the problem.
+    """

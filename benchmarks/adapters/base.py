@@ -3,7 +3,7 @@
 An adapter owns one index of one engine.  The runner calls, in order::
 
     a = Adapter(metric, dim, **build_params)
-    a.set_threads(n); a.fit(x)                  # train + add with ids 0..n-1
+    a.set_threads(n); a.fit(x[, ids])           # train + add with ids (default 0..n-1)
     a.set_query_params(**query_params)
     a.query(q, k) / a.query_one(v, k)           # ids only: the runner recomputes distances
     a.add(x, ids); a.remove(ids)                # churn runbook
@@ -61,8 +61,11 @@ class Adapter:
         """Use ``n_threads`` threads for the following build and search calls."""
         self.threads = int(n_threads)
 
-    def fit(self, x: np.ndarray) -> None:
-        """Train on and add ``x`` (float32, shape (n, dim)) with ids ``0..n-1``."""
+    def fit(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Train on and add ``x`` (float32, shape (n, dim)) with ``ids`` (default 0..n-1).
+
+        Only engines with ``supports_updates`` accept ``ids``.
+        """
         raise NotImplementedError
 
     def set_query_params(self, **params: Any) -> None:

@@ -52,10 +52,11 @@ class Binidx(Adapter):
         args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs().items())
         return f"binidx.Index({self.dim}, metric={self.metric!r}, {args})"
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
         self.index = self.binidx.Index(self.dim, metric=self.metric, **self._kwargs())
         self.index.train(x)
-        self.index.add(x, ids=np.arange(len(x), dtype=np.int64))
+        self.index.add(x, ids=np.arange(len(x), dtype=np.int64) if ids is None
+                       else np.asarray(ids, dtype=np.int64))
 
     def query(self, q: np.ndarray, k: int) -> np.ndarray:
         res = self.index.search(q, k=k, n_threads=self.threads, **self.query_params)

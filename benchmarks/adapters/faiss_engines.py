@@ -45,14 +45,16 @@ class FaissAdapter(Adapter):
         """Return the untrained FAISS index described by ``factory()``."""
         return faiss.index_factory(self.dim, self.factory(), _faiss_metric(self.metric))
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
         faiss.omp_set_num_threads(self.threads)
         self.index = self.make_index()
         self.index.train(x)
-        self.add_initial(x)
+        self.add_initial(x, ids)
 
-    def add_initial(self, x: np.ndarray) -> None:
-        """Add the fitted vectors under ids 0..n-1."""
+    def add_initial(self, x: np.ndarray, ids: np.ndarray | None) -> None:
+        """Add the fitted vectors (this index only numbers them 0..n-1)."""
+        if ids is not None:
+            raise NotImplementedError(f"{self.name} numbers vectors 0..n-1 and takes no ids")
         self.index.add(x)
 
     def set_query_params(self, **params: Any) -> None:
@@ -114,8 +116,9 @@ class FaissIVFFlat(FaissAdapter):
     def factory(self) -> str:
         return f"IVF{int(self.build_params.get('n_lists', 1024))},Flat"
 
-    def add_initial(self, x: np.ndarray) -> None:
-        self.index.add_with_ids(x, np.arange(len(x), dtype=np.int64))
+    def add_initial(self, x: np.ndarray, ids: np.ndarray | None) -> None:
+        self.index.add_with_ids(x, np.arange(len(x), dtype=np.int64) if ids is None
+                                else np.asarray(ids, dtype=np.int64))
 
     def add(self, x: np.ndarray, ids: np.ndarray) -> None:
         faiss.omp_set_num_threads(self.threads)
@@ -213,14 +216,14 @@ class FaissIVFSpectralHash(_RefineMixin, FaissAdapter):
         self._sh.threshold_type = self._thresholds[threshold]
         return faiss.IndexRefineFlat(self._sh)
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
         if self.metric == "ip":
             norms = np.linalg.norm(x[: min(len(x), 10_000)], axis=1)
             if not np.allclose(norms, 1.0, atol=1e-3):
                 raise UnsupportedMetric(
                     f"{self.name} ranks by L2 only; the inner-product data is not unit length"
                 )
-        super().fit(x)
+        super().fit(x, ids)
 
 
 class FaissBinaryIVF(Adapter):
@@ -254,7 +257,9 @@ class FaissBinaryIVF(Adapter):
         bits[:, : self.dim] = x > self.center
         return np.packbits(bits, axis=1)
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
+        if ids is not None:
+            raise NotImplementedError(f"{self.name} numbers vectors 0..n-1 and takes no ids")
         faiss.omp_set_num_threads(self.threads)
         self.center = x.mean(axis=0, dtype=np.float64).astype(np.float32)
         codes = self._codes(x)

@@ -43,7 +43,7 @@ class Hnswlib(Adapter):
                 f"random_seed={int(self._p('seed', 100))}, "
                 f"allow_replace_deleted={bool(self._p('allow_replace_deleted', False))})")
 
-    def fit(self, x: np.ndarray) -> None:
+    def fit(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
         self.index = hnswlib.Index(space="l2" if self.metric == "l2" else "ip", dim=self.dim)
         # Headroom for churn; replace_deleted keeps the count near the live size.
         capacity = int(len(x) * float(self._p("capacity_factor", 1.0))) + 1
@@ -51,7 +51,8 @@ class Hnswlib(Adapter):
                               ef_construction=int(self._p("ef_construction", 200)),
                               random_seed=int(self._p("seed", 100)),
                               allow_replace_deleted=bool(self._p("allow_replace_deleted", False)))
-        self.index.add_items(x, np.arange(len(x)), num_threads=self.threads)
+        self.index.add_items(x, np.arange(len(x)) if ids is None else np.asarray(ids),
+                             num_threads=self.threads)
         self.n_deleted = 0
 
     def set_query_params(self, **params: Any) -> None:

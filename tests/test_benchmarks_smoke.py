@@ -1,0 +1,183 @@
+"""Smoke test of the benchmark suite: the real CLI on tiny synthetic data, in seconds.
+
+It runs ``python -m benchmarks run`` / ``churn`` / ``summary`` / ``plot`` as a user would
+(subprocess, from the repository root) and checks what they write: JSON lines with every
+documented field, exact search at recall 1.0, a summary table and PNG plots.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faiss")
+pytest.importorskip("hnswlib")
+
+from benchmarks.adapters import get_adapter_class  # noqa: E402
+from benchmarks.config import dominated, expand  # noqa: E402
+from benchmarks.metrics import RecallEvaluator, exact_knn  # noqa: E402
+from benchmarks.report import pareto_front  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = "synthetic:n=1500,nq=40,dim=16,seed=3"
+FIELDS = ("dataset", "engine", "factory", "build_params", "query_params", "mode", "threads",
+          "build_s", "bytes_per_vector_resident", "bytes_per_vector_total", "qps",
+          "recall@1", "recall@10", "recall@100", "versions", "cpu", "k", "n_base")
+
+
+def _binidx_ready() -> bool:
+    try:
+        import binidx
+    except ImportError:
+        return False
+    return hasattr(binidx, "Index")
+
+
+def _cli(*args: str, tmp_path) -> str:
+    env = {**os.environ, "BINIDX_BENCH_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _lines(path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_run_end_to_end(tmp_path):
+    engines = ["faiss-exact", "faiss-ivf", "hnswlib"] + (["binidx"] if _binidx_ready() else [])
+    out = tmp_path / "out"
+    stdout = _cli("run", "--dataset", DATA, "--engines", ",".join(engines), "--out", str(out),
+                  "--repeats", "1", "--single-queries", "10", tmp_path=tmp_path)
+    lines = _lines(out / "results.jsonl")
+    assert {ln["engine"] for ln in lines} == set(engines)
+    assert {ln["mode"] for ln in lines} == {"batch-1t", "batch-all", "single"}
+    for ln in lines:
+        missing = [f for f in FIELDS if f not in ln]
+        assert not missing, f"{ln['engine']} line lacks {missing}"
+        assert ln["qps"] > 0 and 0.0 <= ln["recall@10"] <= 1.0
+        assert ln["recall@100"] is None  # k=10: recall@100 cannot be measured
+    exact = [ln for ln in lines if ln["engine"] == "faiss-exact"]
+    assert len(exact) == 3
+    assert all(ln["recall@1"] == 1.0 and ln["recall@10"] == 1.0 for ln in exact)
+    # A flat index stores 16 float32 per vector, plus a small header.
+    assert 64 <= exact[0]["bytes_per_vector_total"] < 65
+    assert exact[0]["factory"] == "Flat"
+    single = [ln for ln in lines if ln["mode"] == "single"]
+    assert all(ln["latency_ms_p99"] >= ln["latency_ms_p50"] > 0 for ln in single)
+    assert all(ln["n_queries_timed"] == 10 for ln in single)
+    ivf = [ln for ln in lines if ln["engine"] == "faiss-ivf"]
+    assert {ln["factory"] for ln in ivf} == {"IVF64,Flat"}
+    # The widest probe of a 64-list IVF-Flat scans everything: exact.
+    assert max(ln["recall@10"] for ln in ivf) == 1.0
+
+    summary = (out / "summary.md").read_text()
+    assert summary == stdout.rstrip("\n") or summary in stdout
+    assert "QPS @ R10>=0.95" in summary and "| faiss-exact |" in summary
+    assert "`IVF64,Flat`" in summary and "python -m benchmarks run" in summary
+    pytest.importorskip("matplotlib")
+    pngs = sorted(p.name for p in out.glob("pareto-*.png"))
+    assert len(pngs) == 3
+    assert (out / pngs[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_and_plot_commands(tmp_path):
+    out = tmp_path / "out"
+    _cli("run", "--dataset", DATA, "--engines", "faiss-exact", "--modes", "batch-1t",
+         "--out", str(out), "--repeats", "1", "--no-plot", tmp_path=tmp_path)
+    assert not list(out.glob("*.png"))
+    text = _cli("summary", str(out / "results.jsonl"), "--out", str(tmp_path / "s"),
+                tmp_path=tmp_path)
+    assert "Batched queries, 1 thread" in text and "| faiss-exact | " in text
+    assert (tmp_path / "s" / "summary.md").read_text() in text
+    pytest.importorskip("matplotlib")
+    printed = _cli("plot", str(out / "results.jsonl"), "--out", str(tmp_path / "p"),
+                   tmp_path=tmp_path)
+    assert printed.strip().endswith("pareto-synthetic-1500x16-batch-1t.png")
+
+
+def test_churn_end_to_end(tmp_path):
+    engines = ["faiss-ivf", "hnswlib"] + (["binidx"] if _binidx_ready() else [])
+    out = tmp_path / "churn"
+    text = _cli("churn", "--dataset", DATA, "--engines", ",".join(engines), "--rounds", "2",
+                "--out", str(out), tmp_path=tmp_path)
+    lines = _lines(out / "churn-random.jsonl")
+    for engine in engines:
+        rounds = [ln["round"] for ln in lines if ln["engine"] == engine]
+        assert rounds == [0, 1, 2, "rebuild"]
+    for ln in lines:
+        assert ln["n_live"] == 750  # 10% out and 10% in keeps the live count
+        assert ln["stale_results"] == 0, f"{ln['engine']} returned deleted ids"
+        if ln["round"] not in (0, "rebuild"):
+            assert ln["insert_per_s"] > 0 and ln["delete_per_s"] > 0
+    assert "## churn: synthetic-1500x16, faiss-ivf, random inserts" in text
+
+
+def test_recall_counts_ties_and_only_ties():
+    base = np.array([[0.0], [1.0], [1.0], [3.0], [10.0]], dtype=np.float32)
+    queries = np.array([[0.0]], dtype=np.float32)
+    gt = exact_knn(base, queries, 5, "l2")
+    assert gt[0].tolist() == [0, 1, 2, 3, 4]  # the tie at distance 1 goes to the smaller id
+    ev = RecallEvaluator(base, queries, gt, "l2")
+    # Id 2 is as close as id 1, the true 2nd neighbour: full recall@1-style credit.
+    assert ev.evaluate(np.array([[0, 2]]))["recall@1"] == 1.0
+    assert ev.evaluate(np.array([[2, 0, 1, 3, 4, 4, 4, 4, 4, 4]]))["recall@10"] is None
+    ev10 = RecallEvaluator(np.vstack([base] * 4), queries, exact_knn(
+        np.vstack([base] * 4), queries, 20, "l2"), "l2")
+    # A duplicated id counts once; -1 (not found) counts as a miss.
+    assert ev10.evaluate(np.array([[0, 0, 5, 10, 15, 1, 2, 6, 7, -1]]))["recall@10"] == 0.8
+    assert ev10.evaluate(np.array([[4] * 10]))["recall@1"] == 0.0
+
+
+def test_exact_knn_matches_brute_force_for_ip():
+    rng = np.random.default_rng(0)
+    base, q = rng.normal(size=(500, 8)).astype(np.float32), rng.normal(size=(7, 8)).astype(np.float32)
+    want = np.argsort(-(q.astype(np.float64) @ base.T.astype(np.float64)), axis=1)[:, :10]
+    assert np.array_equal(exact_knn(base, q, 10, "ip"), want)
+
+
+def test_pareto_and_grids():
+    assert pareto_front([(0.9, 100), (0.95, 50), (0.8, 80), (0.99, 60)]) == [(0.9, 100), (0.99, 60)]
+    assert expand({"a": [1, 2], "b": 3}) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
+    assert expand([{"M": 8}]) == [{"M": 8}] and expand(None) == [{}]
+    assert dominated({"nprobe": 4, "k_factor": 2}, {"nprobe": 8, "k_factor": 2})
+    assert not dominated({"nprobe": 4, "k_factor": 2}, {"nprobe": 8, "k_factor": 1})
+
+
+def test_adapter_errors_name_the_fix():
+    with pytest.raises(KeyError, match="unknown engine 'faiss-ivff'; known engines: binidx"):
+        get_adapter_class("faiss-ivff")
+    adapter = get_adapter_class("faiss-ivf")("l2", 4, n_lists=2)
+    adapter.fit(np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32))
+    with pytest.raises(ValueError, match=r"faiss-ivf has no search parameter \['ef'\]; "
+                                         r"it accepts \['nprobe'\]"):
+        adapter.set_query_params(ef=10)
+
+
+def test_folder_dataset_gets_cached_ground_truth(tmp_path):
+    from benchmarks.datasets import load_dataset
+    from binidx.vecio import write_vectors
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    write_vectors(str(folder / "base.fvecs"), rng.normal(size=(300, 6)).astype(np.float32))
+    write_vectors(str(folder / "query.fvecs"), rng.normal(size=(5, 6)).astype(np.float32))
+    (folder / "meta.json").write_text('{"metric": "inner product"}')
+    cache = tmp_path / "cache"
+    ds = load_dataset(str(folder), cache_dir=str(cache))
+    assert ds.name == "tiny" and ds.metric == "ip" and ds.gt.shape == (5, 100)
+    assert np.array_equal(ds.gt, exact_knn(ds.base, ds.queries, 100, "ip"))
+    assert any("ground truth computed" in n for n in ds.notes)
+    again = load_dataset(str(folder), cache_dir=str(cache), metric="cosine")
+    assert again.metric == "ip" and np.allclose(np.linalg.norm(again.base, axis=1), 1.0)
+    cached = load_dataset(str(folder), cache_dir=str(cache))
+    assert not cached.notes and np.array_equal(cached.gt, ds.gt)
+    with pytest.raises(FileNotFoundError, match="has no base.\\* and query.\\* vector files"):
+        load_dataset(str(cache), cache_dir=str(cache))

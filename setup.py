@@ -43,7 +43,8 @@ def _compiler_accepts(flag: str) -> bool:
 
 
 def _extensions():
-    compile_args = ["-O3", "-std=c++17", "-fno-math-errno", "-Wno-unused-function"]
+    compile_args = ["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function",
+                    "-Wno-maybe-uninitialized"]
     link_args = []
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     if sys.platform != "win32" and _compiler_accepts("-fopenmp"):

@@ -1,5 +1,7 @@
 """binidx: approximate nearest-neighbour search with IVF buckets of binary codes."""
 from ._version import __version__
+from ._exact import SearchResult, exact_search
+from .index import Index, build
 from .errors import (
     BinidxError,
     ConcurrencyError,
@@ -12,6 +14,10 @@ from .errors import (
 )
 
 __all__ = [
+    "Index",
+    "SearchResult",
+    "build",
+    "exact_search",
     "__version__",
     "BinidxError",
     "ConcurrencyError",

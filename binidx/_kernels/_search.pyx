@@ -1,0 +1,185 @@
+# cython: language_level=3
+"""Compiled search kernels of binidx (private).
+
+A thin Cython layer over ``search_impl.h`` / ``simd_kernels.h``: it checks nothing that
+the public Python layer has not already validated, takes typed C-contiguous memoryviews,
+and releases the GIL for all the work.
+"""
+from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "simd_kernels.h" namespace "binidx":
+    ctypedef struct ScanConsts:
+        float c1
+        float c2
+        float sum_w
+        float alpha
+        float beta
+        float gamma
+
+    ctypedef void (*scan_fn)(const uint64_t*, const float*, int64_t, int, const uint64_t*,
+                             const ScanConsts*, float*) noexcept nogil
+    ctypedef float (*dist_fn)(const float*, const float*, int64_t) noexcept nogil
+
+    ctypedef void (*quantize_fn)(const float*, int64_t, int, uint64_t*, ScanConsts*) noexcept nogil
+
+    ctypedef struct Kernels:
+        scan_fn scan
+        quantize_fn quantize
+        dist_fn l2
+        dist_fn dot
+        const char* name
+
+    int best_supported_path() nogil
+    Kernels kernels_for_path(int path) nogil
+
+
+cdef extern from "search_impl.h" namespace "binidx":
+    ctypedef struct IndexView:
+        int64_t dim
+        int64_t n_bits
+        int n_words
+        int metric
+        int64_t n_lists
+        const float* centroids
+        const float* centroids_rot
+        const float* projection
+        const uint64_t* const* codes
+        const float* const* factors
+        const int32_t* const* slots
+        const int64_t* sizes
+        const float* vectors
+        const int64_t* slot_ids
+
+    void search_batch(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
+                      int n_probe, int64_t n_rerank, int k, int n_threads, float* out_d,
+                      int64_t* out_i) nogil
+
+
+PATH_NAMES = ("generic", "avx2", "avx512")
+
+cdef int _best_path = best_supported_path()
+cdef int _active_path = _best_path
+
+
+def best_path():
+    """Name of the fastest kernel path this CPU supports."""
+    return PATH_NAMES[_best_path]
+
+
+def active_path():
+    """Name of the kernel path in use."""
+    return PATH_NAMES[_active_path]
+
+
+def kernel_name():
+    """Descriptive name of the kernels in use (e.g. ``"avx512-vpopcntdq"``)."""
+    return kernels_for_path(_active_path).name.decode()
+
+
+def set_path(name):
+    """Select a kernel path by name; refuse paths this CPU cannot run.
+
+    Used by tests (every path must give identical results) and by benchmarks.
+    """
+    global _active_path
+    if name not in PATH_NAMES:
+        raise ValueError(f"unknown kernel path {name!r}; choose one of {PATH_NAMES}")
+    path = PATH_NAMES.index(name)
+    if path > _best_path:
+        raise ValueError(f"this CPU cannot run the {name!r} kernels (best: {PATH_NAMES[_best_path]!r})")
+    _active_path = path
+
+
+def has_openmp():
+    """True when the kernels were compiled with OpenMP (parallel batches)."""
+    return bool(_HAVE_OPENMP)
+
+
+cdef extern from *:
+    """
+    #ifdef BINIDX_HAVE_OPENMP
+    #define BINIDX_OPENMP_FLAG 1
+    #else
+    #define BINIDX_OPENMP_FLAG 0
+    #endif
+    """
+    int BINIDX_OPENMP_FLAG
+
+_HAVE_OPENMP = BINIDX_OPENMP_FLAG
+
+
+def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, int n_threads,
+           int metric, const float[:, ::1] centroids, const float[:, ::1] centroids_rot,
+           const float[:, ::1] projection, const uintptr_t[::1] code_ptrs,
+           const uintptr_t[::1] factor_ptrs, const uintptr_t[::1] slot_ptrs,
+           const int64_t[::1] sizes, const float[:, ::1] vectors, const int64_t[::1] slot_ids,
+           float[:, ::1] out_d, int64_t[:, ::1] out_i):
+    """Search a batch of queries; results are written into ``out_d`` / ``out_i``."""
+    cdef IndexView v
+    v.dim = queries.shape[1]
+    v.n_bits = projection.shape[0]
+    v.n_words = <int>((v.n_bits + 63) // 64)
+    v.metric = metric
+    v.n_lists = centroids.shape[0]
+    v.centroids = &centroids[0, 0]
+    v.centroids_rot = &centroids_rot[0, 0]
+    v.projection = &projection[0, 0]
+    v.codes = <const uint64_t* const*> &code_ptrs[0]
+    v.factors = <const float* const*> &factor_ptrs[0]
+    v.slots = <const int32_t* const*> &slot_ptrs[0]
+    v.sizes = &sizes[0]
+    v.vectors = &vectors[0, 0] if vectors.shape[0] > 0 else NULL
+    v.slot_ids = &slot_ids[0] if slot_ids.shape[0] > 0 else NULL
+    cdef Kernels K = kernels_for_path(_active_path)
+    cdef int64_t nq = queries.shape[0]
+    if nq == 0:
+        return
+    with nogil:
+        search_batch(v, K, &queries[0, 0], nq, n_probe, n_rerank, k, n_threads,
+                     &out_d[0, 0], &out_i[0, 0])
+
+
+def quantize(const float[::1] w):
+    """4-bit query quantisation; returns (planes uint64 (4, n_words), c1, c2, sum_w)."""
+    cdef int64_t n_bits = w.shape[0]
+    cdef int n_words = <int>((n_bits + 63) // 64)
+    planes = np.zeros((4, n_words), dtype=np.uint64)
+    cdef uint64_t[:, ::1] pv = planes
+    cdef ScanConsts c
+    cdef Kernels K = kernels_for_path(_active_path)
+    K.quantize(&w[0], n_bits, n_words, &pv[0, 0], &c)
+    return planes, c.c1, c.c2, c.sum_w
+
+
+def scan(const uint64_t[:, ::1] codes, const float[:, ::1] factors,
+         const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,
+         float beta, float gamma):
+    """Run the active scan kernel over one bucket (for tests and micro-benchmarks)."""
+    cdef int64_t n = codes.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    if n == 0:
+        return out
+    cdef float[::1] ov = out
+    cdef ScanConsts c
+    c.c1 = c1; c.c2 = c2; c.sum_w = sum_w; c.alpha = alpha; c.beta = beta; c.gamma = gamma
+    cdef Kernels K = kernels_for_path(_active_path)
+    with nogil:
+        K.scan(&codes[0, 0], &factors[0, 0], n, <int>codes.shape[1], &planes[0, 0], &c, &ov[0])
+    return out
+
+
+def pairwise(const float[:, ::1] a, const float[:, ::1] b, int metric):
+    """Row-wise distances a[i] vs b[i] with the active kernels (squared l2 or dot)."""
+    cdef int64_t n = a.shape[0], d = a.shape[1], i
+    out = np.empty(n, dtype=np.float32)
+    cdef float[::1] ov = out
+    cdef Kernels K = kernels_for_path(_active_path)
+    with nogil:
+        for i in range(n):
+            ov[i] = K.l2(&a[i, 0], &b[i, 0], d) if metric == 0 else K.dot(&a[i, 0], &b[i, 0], d)
+    return out

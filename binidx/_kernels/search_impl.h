@@ -1,0 +1,205 @@
+// The search path of binidx for a batch of queries, one query per OpenMP task:
+//   coarse probe selection -> per-bucket 4-bit query quantisation -> code scan
+//   (simd_kernels.h) -> select the n_rerank best estimates -> exact float rerank -> top k.
+// Queries are independent, so results never depend on the number of threads.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#ifdef BINIDX_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#include "simd_kernels.h"
+
+namespace binidx {
+
+enum Metric { METRIC_L2 = 0, METRIC_IP = 1 };
+
+// Read-only view of an index, assembled by the Cython layer from NumPy arrays.
+struct IndexView {
+    int64_t dim;
+    int64_t n_bits;
+    int n_words;
+    int metric;
+    int64_t n_lists;
+    const float* centroids;          // (n_lists, dim)
+    const float* centroids_rot;      // (n_lists, n_bits): P c, used by l2
+    const float* projection;         // (n_bits, dim): P
+    const uint64_t* const* codes;    // per bucket: (size, n_words)
+    const float* const* factors;     // per bucket: (size, 2)
+    const int32_t* const* slots;     // per bucket: (size,)
+    const int64_t* sizes;            // (n_lists,)
+    const float* vectors;            // (capacity, dim), indexed by slot
+    const int64_t* slot_ids;         // (capacity,), external id of each slot
+};
+
+struct Candidate {
+    float key;     // smaller is better (squared l2, or -inner product)
+    int32_t slot;
+};
+
+static inline bool candidate_less(const Candidate& a, const Candidate& b) {
+    return a.key < b.key || (a.key == b.key && a.slot < b.slot);
+}
+
+struct Result {
+    float key;
+    int64_t id;
+};
+
+static inline bool result_less(const Result& a, const Result& b) {
+    return a.key < b.key || (a.key == b.key && a.id < b.id);
+}
+
+// Per-thread scratch space, reused across the queries a thread handles.
+struct Workspace {
+    std::vector<Candidate> coarse;
+    std::vector<float> qrot, w, est;
+    std::vector<uint64_t> planes;
+    std::vector<Candidate> cands;
+    std::vector<Result> results;
+
+    void reserve(const IndexView& v) {
+        coarse.resize((size_t)v.n_lists);
+        qrot.resize((size_t)v.n_bits);
+        w.resize((size_t)v.n_bits);
+        planes.resize(4 * (size_t)v.n_words);
+    }
+};
+
+// Search one query.  out_d / out_i have room for k results.
+static void search_one(const IndexView& v, const Kernels& K, const float* q, int n_probe,
+                       int64_t n_rerank, int k, Workspace& ws, float* out_d, int64_t* out_i) {
+    const int64_t dim = v.dim;
+    const bool l2 = v.metric == METRIC_L2;
+
+    // 1. Coarse quantiser: the n_probe nearest (l2) or best-scoring (ip) centroids.
+    for (int64_t c = 0; c < v.n_lists; ++c) {
+        const float* cen = v.centroids + c * dim;
+        const float key = l2 ? K.l2(q, cen, dim) : -K.dot(q, cen, dim);
+        ws.coarse[(size_t)c] = Candidate{key, (int32_t)c};
+    }
+    const int64_t np = std::min<int64_t>(n_probe, v.n_lists);
+    if (np < v.n_lists)
+        std::nth_element(ws.coarse.begin(), ws.coarse.begin() + np, ws.coarse.end(),
+                         candidate_less);
+    std::sort(ws.coarse.begin(), ws.coarse.begin() + np, candidate_less);
+
+    // 2. Rotate the query once: qrot = P q.
+    for (int64_t b = 0; b < v.n_bits; ++b) ws.qrot[(size_t)b] = K.dot(v.projection + b * dim, q, dim);
+
+    // Candidates are kept in a buffer of 2 * n_rerank entries: when it is full, the
+    // n_rerank best stay and the worst of them becomes the admission threshold, so most
+    // estimates of far buckets cost one comparison (amortised O(1) per scanned code).
+    const int64_t keep = std::max<int64_t>(n_rerank, 1);
+    const size_t cap = 2 * (size_t)keep;
+    if (ws.cands.size() < cap) ws.cands.resize(cap);
+    float threshold = std::numeric_limits<float>::infinity();
+    int64_t m = 0;
+
+    ScanConsts consts;
+    if (!l2) {
+        // Inner product: the estimate uses P q itself, quantised once per query.
+        K.quantize(ws.qrot.data(), v.n_bits, v.n_words, ws.planes.data(), &consts);
+        consts.alpha = -1.0f;
+        consts.gamma = 0.0f;
+    }
+
+    // 3. Scan the probed buckets.
+    for (int64_t p = 0; p < np; ++p) {
+        const int32_t b = ws.coarse[(size_t)p].slot;
+        const int64_t size = v.sizes[b];
+        if (size == 0) continue;
+        if (l2) {
+            const float* cr = v.centroids_rot + (int64_t)b * v.n_bits;
+            for (int64_t i = 0; i < v.n_bits; ++i) ws.w[(size_t)i] = ws.qrot[(size_t)i] - cr[i];
+            K.quantize(ws.w.data(), v.n_bits, v.n_words, ws.planes.data(), &consts);
+            consts.alpha = -2.0f;
+            consts.beta = ws.coarse[(size_t)p].key;  // ||q - c||^2
+            consts.gamma = 1.0f;
+        } else {
+            consts.beta = ws.coarse[(size_t)p].key;  // -<q, c>
+        }
+        if ((int64_t)ws.est.size() < size) ws.est.resize((size_t)size);
+        K.scan(v.codes[b], v.factors[b], size, v.n_words, ws.planes.data(), &consts,
+               ws.est.data());
+        const int32_t* slots = v.slots[b];
+        const float* est = ws.est.data();
+        for (int64_t i = 0; i < size; ++i) {
+            if (est[i] < threshold) {
+                ws.cands[(size_t)m++] = Candidate{est[i], slots[i]};
+                if ((size_t)m == cap) {
+                    std::nth_element(ws.cands.begin(), ws.cands.begin() + (keep - 1),
+                                     ws.cands.begin() + m, candidate_less);
+                    threshold = ws.cands[(size_t)(keep - 1)].key;
+                    m = keep;
+                }
+            }
+        }
+    }
+
+    // 4. Keep the n_rerank best estimates.
+    int64_t r = std::min(keep, m);
+    if (r < m)
+        std::nth_element(ws.cands.begin(), ws.cands.begin() + r, ws.cands.begin() + m,
+                         candidate_less);
+
+    // 5. Exact rerank with the float vectors (prefetched a few candidates ahead).
+    ws.results.resize((size_t)r);
+    const int64_t ahead = 4;
+    for (int64_t i = 0; i < std::min(ahead, r); ++i)
+        __builtin_prefetch(v.vectors + (int64_t)ws.cands[(size_t)i].slot * dim);
+    for (int64_t i = 0; i < r; ++i) {
+        if (i + ahead < r) {
+            const float* nxt = v.vectors + (int64_t)ws.cands[(size_t)(i + ahead)].slot * dim;
+            for (int64_t off = 0; off < dim; off += 16) __builtin_prefetch(nxt + off);
+        }
+        const int32_t s = ws.cands[(size_t)i].slot;
+        const float* vec = v.vectors + (int64_t)s * dim;
+        const float key = l2 ? K.l2(q, vec, dim) : -K.dot(q, vec, dim);
+        ws.results[(size_t)i] = Result{key, v.slot_ids[s]};
+    }
+
+    // 6. Top k, best first, ties broken by the smaller id.
+    const int64_t kk = std::min<int64_t>(k, r);
+    std::partial_sort(ws.results.begin(), ws.results.begin() + kk, ws.results.begin() + r,
+                      result_less);
+    for (int64_t i = 0; i < kk; ++i) {
+        out_d[i] = l2 ? ws.results[(size_t)i].key : -ws.results[(size_t)i].key;
+        out_i[i] = ws.results[(size_t)i].id;
+    }
+    const float pad = l2 ? std::numeric_limits<float>::infinity()
+                         : -std::numeric_limits<float>::infinity();
+    for (int64_t i = kk; i < k; ++i) {
+        out_d[i] = pad;
+        out_i[i] = -1;
+    }
+}
+
+static void search_batch(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
+                         int n_probe, int64_t n_rerank, int k, int n_threads, float* out_d,
+                         int64_t* out_i) {
+#ifdef BINIDX_HAVE_OPENMP
+#pragma omp parallel num_threads(n_threads)
+#endif
+    {
+        Workspace ws;
+        ws.reserve(v);
+#ifdef BINIDX_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t i = 0; i < nq; ++i) {
+            search_one(v, K, queries + i * v.dim, n_probe, n_rerank, k, ws, out_d + i * k,
+                       out_i + i * k);
+        }
+    }
+    (void)n_threads;
+}
+
+}  // namespace binidx

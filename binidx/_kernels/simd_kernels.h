@@ -1,0 +1,277 @@
+// Per-CPU kernels of binidx: code scan (AND + popcount estimator) and float distances.
+//
+// Each kernel body is written once as an always-inline function and instantiated in a
+// few thin wrappers compiled for different instruction sets with
+// __attribute__((target(...))).  The library is built for baseline x86-64 (never
+// -march=native); `select_kernels()` picks the best wrappers at run time from
+// __builtin_cpu_supports.  All paths perform the same IEEE operations in the same order
+// (no FMA contraction: -ffp-contract=off, fixed 16-lane accumulation), so every path
+// returns bit-identical results and search results do not depend on the CPU.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define BINIDX_X86 1
+#include <immintrin.h>
+#endif
+
+namespace binidx {
+
+// Constants of the asymmetric estimator for one (query, bucket) pair; see codes.md in
+// docs/design.md.  For vector i with code bits b, per-vector factors (a_i, rn2_i):
+//   acc = sum_j 2^j popcount(b & plane_j)      (4-bit query quantisation, planes j=0..3)
+//   pc  = popcount(b)
+//   s.w = c1 * pc + c2 * acc - sum_w           (estimate of <2b-1, w>)
+//   out = alpha * a_i * s.w + beta + gamma * rn2_i
+struct ScanConsts {
+    float c1;
+    float c2;
+    float sum_w;
+    float alpha;
+    float beta;
+    float gamma;
+};
+
+typedef void (*scan_fn)(const uint64_t* codes, const float* factors, int64_t n, int n_words,
+                        const uint64_t* planes, const ScanConsts* c, float* out);
+typedef float (*dist_fn)(const float* a, const float* b, int64_t d);
+typedef void (*quantize_fn)(const float* w, int64_t n_bits, int n_words, uint64_t* planes,
+                            ScanConsts* c);
+
+struct Kernels {
+    scan_fn scan;
+    quantize_fn quantize;
+    dist_fn l2;   // squared L2 distance
+    dist_fn dot;  // inner product
+    const char* name;
+};
+
+// ---------------------------------------------------------------------------------------
+// Bodies (always inlined into the per-target wrappers below).
+
+static inline __attribute__((always_inline)) float finish_estimate(
+        uint64_t pc, uint64_t acc, const float* f, const ScanConsts* c) {
+    const float sw = c->c1 * (float)pc + c->c2 * (float)acc - c->sum_w;
+    return c->alpha * (f[0] * sw) + c->beta + c->gamma * f[1];
+}
+
+static inline __attribute__((always_inline)) void scan_scalar_body(
+        const uint64_t* codes, const float* factors, int64_t n, int n_words,
+        const uint64_t* planes, const ScanConsts* c, float* out) {
+    const uint64_t* p0 = planes;
+    const uint64_t* p1 = planes + n_words;
+    const uint64_t* p2 = planes + 2 * n_words;
+    const uint64_t* p3 = planes + 3 * n_words;
+    for (int64_t i = 0; i < n; ++i) {
+        const uint64_t* code = codes + i * n_words;
+        uint64_t pc = 0, acc = 0;
+        for (int w = 0; w < n_words; ++w) {
+            const uint64_t x = code[w];
+            pc += (uint64_t)__builtin_popcountll(x);
+            acc += (uint64_t)__builtin_popcountll(x & p0[w]) +
+                   ((uint64_t)__builtin_popcountll(x & p1[w]) << 1) +
+                   ((uint64_t)__builtin_popcountll(x & p2[w]) << 2) +
+                   ((uint64_t)__builtin_popcountll(x & p3[w]) << 3);
+        }
+        out[i] = finish_estimate(pc, acc, factors + 2 * i, c);
+    }
+}
+
+// Pairwise sum of 16 lanes: 4 dependent steps instead of 15, the same order everywhere.
+static inline __attribute__((always_inline)) float reduce16(float* acc) {
+    for (int j = 0; j < 8; ++j) acc[j] += acc[j + 8];
+    for (int j = 0; j < 4; ++j) acc[j] += acc[j + 4];
+    acc[0] += acc[2];
+    acc[1] += acc[3];
+    return acc[0] + acc[1];
+}
+
+// 16 independent lanes: vectorised by the compiler for the target of the wrapper, and the
+// same sequence of float operations on every target.
+static inline __attribute__((always_inline)) float l2_body(const float* a, const float* b,
+                                                           int64_t d) {
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        for (int j = 0; j < 16; ++j) {
+            const float t = a[i + j] - b[i + j];
+            acc[j] += t * t;
+        }
+    }
+    for (int j = 0; i < d; ++i, ++j) {
+        const float t = a[i] - b[i];
+        acc[j] += t * t;
+    }
+    return reduce16(acc);
+}
+
+static inline __attribute__((always_inline)) float dot_body(const float* a, const float* b,
+                                                            int64_t d) {
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+    }
+    for (int j = 0; i < d; ++i, ++j) acc[j] += a[i] * b[i];
+    return reduce16(acc);
+}
+
+// 4-bit scalar quantisation of the rotated query residual w (n_bits floats, a multiple of
+// 64) into bit planes planes[j * n_words + word], j = 0..3, and the estimator constants
+// c1, c2, sum_w.  Integer arithmetic after the rounding, so every target agrees exactly.
+static inline __attribute__((always_inline)) void quantize_body(
+        const float* w, int64_t n_bits, int n_words, uint64_t* planes, ScanConsts* c) {
+    float lo16[16], hi16[16];
+    for (int j = 0; j < 16; ++j) lo16[j] = hi16[j] = w[j];
+    for (int64_t i = 16; i < n_bits; i += 16)
+        for (int j = 0; j < 16; ++j) {
+            lo16[j] = w[i + j] < lo16[j] ? w[i + j] : lo16[j];
+            hi16[j] = w[i + j] > hi16[j] ? w[i + j] : hi16[j];
+        }
+    float lo = lo16[0], hi = hi16[0];
+    for (int j = 1; j < 16; ++j) {
+        lo = lo16[j] < lo ? lo16[j] : lo;
+        hi = hi16[j] > hi ? hi16[j] : hi;
+    }
+    const float delta = (hi - lo) / 15.0f;
+    const float inv = delta > 0.0f ? 1.0f / delta : 0.0f;
+    int32_t sum_u = 0;
+    for (int word = 0; word < n_words; ++word) {
+        uint32_t u[64];
+        for (int i = 0; i < 64; ++i) {
+            const int32_t v = (int32_t)((w[64 * word + i] - lo) * inv + 0.5f);
+            u[i] = (uint32_t)(v < 0 ? 0 : (v > 15 ? 15 : v));
+        }
+        uint64_t p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+        for (int i = 0; i < 64; ++i) {
+            sum_u += (int32_t)u[i];
+            p0 |= (uint64_t)(u[i] & 1u) << i;
+            p1 |= (uint64_t)((u[i] >> 1) & 1u) << i;
+            p2 |= (uint64_t)((u[i] >> 2) & 1u) << i;
+            p3 |= (uint64_t)((u[i] >> 3) & 1u) << i;
+        }
+        planes[word] = p0;
+        planes[n_words + word] = p1;
+        planes[2 * n_words + word] = p2;
+        planes[3 * n_words + word] = p3;
+    }
+    c->c1 = 2.0f * lo;
+    c->c2 = 2.0f * delta;
+    // Sum of the quantised values, so c1*pc + c2*acc - sum_w is exactly <2b-1, w_hat>.
+    c->sum_w = (float)((double)lo * (double)n_bits + (double)delta * (double)sum_u);
+}
+
+// ---------------------------------------------------------------------------------------
+// Baseline x86-64 (SSE2, software popcount).
+
+static void scan_generic(const uint64_t* codes, const float* factors, int64_t n, int n_words,
+                         const uint64_t* planes, const ScanConsts* c, float* out) {
+    scan_scalar_body(codes, factors, n, n_words, planes, c, out);
+}
+static float l2_generic(const float* a, const float* b, int64_t d) { return l2_body(a, b, d); }
+static float dot_generic(const float* a, const float* b, int64_t d) { return dot_body(a, b, d); }
+static void quantize_generic(const float* w, int64_t n_bits, int n_words, uint64_t* planes,
+                             ScanConsts* c) {
+    quantize_body(w, n_bits, n_words, planes, c);
+}
+
+#ifdef BINIDX_X86
+// x86-64-v3: hardware popcnt, AVX2 for the float loops.
+__attribute__((target("popcnt,avx2,bmi2"))) static void scan_avx2(
+        const uint64_t* codes, const float* factors, int64_t n, int n_words,
+        const uint64_t* planes, const ScanConsts* c, float* out) {
+    scan_scalar_body(codes, factors, n, n_words, planes, c, out);
+}
+__attribute__((target("avx2"))) static float l2_avx2(const float* a, const float* b, int64_t d) {
+    return l2_body(a, b, d);
+}
+__attribute__((target("avx2"))) static float dot_avx2(const float* a, const float* b, int64_t d) {
+    return dot_body(a, b, d);
+}
+__attribute__((target("avx2,bmi2"))) static void quantize_avx2(
+        const float* w, int64_t n_bits, int n_words, uint64_t* planes, ScanConsts* c) {
+    quantize_body(w, n_bits, n_words, planes, c);
+}
+
+// AVX-512 with VPOPCNTDQ: a code of n_words 64-bit words is processed 8 words per
+// instruction.  Short codes (fewer than 4 words) gain nothing from wide registers and use
+// the scalar popcnt loop.
+#define BINIDX_AVX512_TARGET "popcnt,avx2,avx512f,avx512vl,avx512bw,avx512dq,avx512vpopcntdq"
+
+__attribute__((target(BINIDX_AVX512_TARGET))) static void scan_avx512(
+        const uint64_t* codes, const float* factors, int64_t n, int n_words,
+        const uint64_t* planes, const ScanConsts* c, float* out) {
+    if (n_words < 4) {
+        scan_scalar_body(codes, factors, n, n_words, planes, c, out);
+        return;
+    }
+    const int n_chunks = (n_words + 7) / 8;
+    const __mmask8 tail = (__mmask8)((n_words % 8) ? ((1u << (n_words % 8)) - 1u) : 0xFFu);
+    for (int64_t i = 0; i < n; ++i) {
+        const uint64_t* code = codes + i * n_words;
+        __m512i vsum = _mm512_setzero_si512();
+        for (int k = 0; k < n_chunks; ++k) {
+            const __mmask8 m = (k == n_chunks - 1) ? tail : (__mmask8)0xFF;
+            const int w0 = 8 * k;
+            const __m512i x = _mm512_maskz_loadu_epi64(m, code + w0);
+            const __m512i q0 = _mm512_maskz_loadu_epi64(m, planes + w0);
+            const __m512i q1 = _mm512_maskz_loadu_epi64(m, planes + n_words + w0);
+            const __m512i q2 = _mm512_maskz_loadu_epi64(m, planes + 2 * n_words + w0);
+            const __m512i q3 = _mm512_maskz_loadu_epi64(m, planes + 3 * n_words + w0);
+            // acc in the low 32 bits of each lane, popcount(b) in the high 32 bits.
+            __m512i t = _mm512_popcnt_epi64(_mm512_and_si512(x, q0));
+            t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(x, q1)), 1));
+            t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(x, q2)), 2));
+            t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(x, q3)), 3));
+            t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(x), 32));
+            vsum = _mm512_add_epi64(vsum, t);
+        }
+        const uint64_t total = (uint64_t)_mm512_reduce_add_epi64(vsum);
+        out[i] = finish_estimate(total >> 32, total & 0xFFFFFFFFull, factors + 2 * i, c);
+    }
+}
+__attribute__((target(BINIDX_AVX512_TARGET))) static float l2_avx512(const float* a,
+                                                                     const float* b, int64_t d) {
+    return l2_body(a, b, d);
+}
+__attribute__((target(BINIDX_AVX512_TARGET))) static float dot_avx512(const float* a,
+                                                                      const float* b, int64_t d) {
+    return dot_body(a, b, d);
+}
+__attribute__((target(BINIDX_AVX512_TARGET))) static void quantize_avx512(
+        const float* w, int64_t n_bits, int n_words, uint64_t* planes, ScanConsts* c) {
+    quantize_body(w, n_bits, n_words, planes, c);
+}
+#endif  // BINIDX_X86
+
+// ---------------------------------------------------------------------------------------
+// Run-time selection.
+
+enum KernelPath { PATH_GENERIC = 0, PATH_AVX2 = 1, PATH_AVX512 = 2 };
+
+static inline int best_supported_path() {
+#ifdef BINIDX_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("popcnt"))
+        return PATH_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") &&
+        __builtin_cpu_supports("bmi2"))
+        return PATH_AVX2;
+#endif
+    return PATH_GENERIC;
+}
+
+static inline Kernels kernels_for_path(int path) {
+#ifdef BINIDX_X86
+    if (path == PATH_AVX512) return Kernels{scan_avx512, quantize_avx512, l2_avx512, dot_avx512, "avx512-vpopcntdq"};
+    if (path == PATH_AVX2) return Kernels{scan_avx2, quantize_avx2, l2_avx2, dot_avx2, "avx2-popcnt"};
+#endif
+    (void)path;
+    return Kernels{scan_generic, quantize_generic, l2_generic, dot_generic, "generic"};
+}
+
+}  // namespace binidx

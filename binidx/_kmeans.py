@@ -1,0 +1,112 @@
+"""Coarse quantiser training: k-means++ seeding + Lloyd iterations on a sample.
+
+Distances between blocks of points and all centroids are BLAS matrix products (the same
+trick FAISS uses); the loops that BLAS cannot express -- the sequential k-means++ seeding
+and the per-cluster sums -- are Numba kernels, compiled on first use and cached on disk.
+Numba is imported lazily so ``import binidx`` stays cheap.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+# Training sample: this many points per centroid at most (FAISS uses 256; 64 is within a
+# fraction of a point of recall on SIFT and 4x faster), and k-means++ seeds from a
+# sub-sample of SEED_POINTS_PER_CENTROID points per centroid.
+TRAIN_POINTS_PER_CENTROID = 64
+SEED_POINTS_PER_CENTROID = 5
+DEFAULT_N_ITER = 12
+_BLOCK = 8192
+
+_numba_kernels = None
+
+
+def _kernels():
+    """Compile (or load from the on-disk cache) the Numba kernels on first use."""
+    global _numba_kernels
+    if _numba_kernels is None:
+        from . import _kmeans_numba
+
+        _numba_kernels = _kmeans_numba
+    return _numba_kernels
+
+
+def default_n_lists(n: int) -> int:
+    """About 4 * sqrt(n) lists, and never fewer than 4 training points per list."""
+    return int(max(1, min(round(4.0 * np.sqrt(n)), n // 4)))
+
+
+def squared_norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x)
+
+
+def assign(x: np.ndarray, centroids: np.ndarray, centroid_norms: np.ndarray | None = None) -> np.ndarray:
+    """Index of the nearest centroid (squared L2) of every row of ``x``, as int32."""
+    if centroid_norms is None:
+        centroid_norms = squared_norms(centroids)
+    labels = np.empty(x.shape[0], dtype=np.int32)
+    for start in range(0, x.shape[0], _BLOCK):
+        block = x[start:start + _BLOCK]
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
+        d = centroid_norms[None, :] - 2.0 * (block @ centroids.T)
+        labels[start:start + block.shape[0]] = np.argmin(d, axis=1)
+    return labels
+
+
+def train_kmeans(x: np.ndarray, n_clusters: int, rng: np.random.Generator,
+                 n_iter: int = DEFAULT_N_ITER) -> np.ndarray:
+    """Train ``n_clusters`` centroids on the float32 matrix ``x``; returns (n_clusters, dim) float32.
+
+    Empty clusters are re-seeded by splitting a large cluster in two (its centroid is
+    duplicated with a small symmetric perturbation), so every list has a centroid that
+    attracts points.
+    """
+    n = x.shape[0]
+    if n < n_clusters:
+        raise InvalidInputError(
+            f"n_lists={n_clusters} needs at least {n_clusters} training vectors, got {n}; "
+            "train on more vectors or choose a smaller n_lists"
+        )
+    kernels = _kernels()
+    n_train = min(n, n_clusters * TRAIN_POINTS_PER_CENTROID)
+    if n_train < n:
+        sample = np.sort(rng.choice(n, size=n_train, replace=False))
+        xt = np.ascontiguousarray(x[sample])
+    else:
+        xt = np.ascontiguousarray(x)
+    n_seed = min(n_train, max(n_clusters * SEED_POINTS_PER_CENTROID, 1000))
+    seed_pool = xt[np.sort(rng.choice(n_train, size=n_seed, replace=False))] if n_seed < n_train else xt
+    uniforms = rng.random(n_clusters)
+    first = int(rng.integers(seed_pool.shape[0]))
+    centers = seed_pool[kernels.kmeanspp_seed(seed_pool, n_clusters, uniforms, first)].copy()
+    if n_clusters == 1:
+        return np.ascontiguousarray(xt.mean(axis=0, keepdims=True), dtype=np.float32)
+
+    previous = None
+    for _ in range(n_iter):
+        labels = assign(xt, centers)
+        sums, counts = kernels.cluster_sums(xt, labels, n_clusters)
+        nonempty = counts > 0
+        centers[nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
+        if not nonempty.all():
+            _split_large_clusters(centers, counts, rng)
+        if previous is not None and np.count_nonzero(previous != labels) < 1e-3 * n_train:
+            break
+        previous = labels
+    return np.ascontiguousarray(centers, dtype=np.float32)
+
+
+def _split_large_clusters(centers: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> None:
+    """Give each empty cluster half of a large cluster (chosen with probability ~ size)."""
+    counts = counts.astype(np.float64)
+    eps = 1.0 / 1024.0
+    for j in np.flatnonzero(counts == 0):
+        p = np.maximum(counts - 1, 0)
+        big = int(rng.choice(len(counts), p=p / p.sum()))
+        direction = np.where(rng.random(centers.shape[1]) < 0.5, -eps, eps).astype(np.float32)
+        base = centers[big].copy()
+        centers[j] = base * (1 + direction)
+        centers[big] = base * (1 - direction)
+        counts[j] = counts[big] / 2
+        counts[big] -= counts[j]

@@ -1,0 +1,146 @@
+"""Storage of an index: inverted lists of codes, and slot-indexed float vectors.
+
+* :class:`BucketStore` keeps one growable set of arrays per bucket (codes, factors, slots)
+  and a table of their data pointers that the compiled search reads; the table changes
+  only when a bucket's arrays are reallocated.
+* :class:`VectorStore` keeps the float32 vectors used for rerank and the external id of
+  every slot.  A slot is an internal row number: ids are arbitrary int64 chosen by the
+  user, so memory never grows with the largest id.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_MIN_CAPACITY = 16
+_GROWTH = 1.5
+
+
+class BucketStore:
+    """Inverted lists: per bucket, codes (cap, n_words) uint64, factors (cap, 2) float32 and
+    slots (cap,) int32; ``sizes[b]`` rows of bucket b are live."""
+
+    def __init__(self, n_lists: int, n_words: int):
+        self.n_lists = n_lists
+        self.n_words = n_words
+        self.sizes = np.zeros(n_lists, dtype=np.int64)
+        self.codes = [np.zeros((0, n_words), np.uint64) for _ in range(n_lists)]
+        self.factors = [np.zeros((0, 2), np.float32) for _ in range(n_lists)]
+        self.slots = [np.zeros(0, np.int32) for _ in range(n_lists)]
+        self.code_ptrs = np.zeros(n_lists, dtype=np.uintp)
+        self.factor_ptrs = np.zeros(n_lists, dtype=np.uintp)
+        self.slot_ptrs = np.zeros(n_lists, dtype=np.uintp)
+        for b in range(n_lists):
+            self._refresh_pointers(b)
+
+    def _refresh_pointers(self, b: int) -> None:
+        self.code_ptrs[b] = self.codes[b].ctypes.data
+        self.factor_ptrs[b] = self.factors[b].ctypes.data
+        self.slot_ptrs[b] = self.slots[b].ctypes.data
+
+    def _reserve(self, b: int, needed: int) -> None:
+        capacity = self.slots[b].shape[0]
+        if needed <= capacity:
+            return
+        new_capacity = max(needed, int(capacity * _GROWTH), _MIN_CAPACITY)
+        size = int(self.sizes[b])
+        codes = np.empty((new_capacity, self.n_words), np.uint64)
+        factors = np.empty((new_capacity, 2), np.float32)
+        slots = np.empty(new_capacity, np.int32)
+        codes[:size] = self.codes[b][:size]
+        factors[:size] = self.factors[b][:size]
+        slots[:size] = self.slots[b][:size]
+        self.codes[b], self.factors[b], self.slots[b] = codes, factors, slots
+        self._refresh_pointers(b)
+
+    def append(self, labels: np.ndarray, codes: np.ndarray, factors: np.ndarray,
+               slots: np.ndarray) -> None:
+        """Append rows to the buckets named by ``labels``, keeping their order within a bucket."""
+        order = np.argsort(labels, kind="stable")
+        sorted_labels = labels[order]
+        buckets, starts, counts = np.unique(sorted_labels, return_index=True, return_counts=True)
+        for b, start, count in zip(buckets.tolist(), starts.tolist(), counts.tolist()):
+            rows = order[start:start + count]
+            size = int(self.sizes[b])
+            self._reserve(b, size + count)
+            self.codes[b][size:size + count] = codes[rows]
+            self.factors[b][size:size + count] = factors[rows]
+            self.slots[b][size:size + count] = slots[rows]
+            self.sizes[b] = size + count
+
+    def remove(self, labels: np.ndarray, slots: np.ndarray) -> None:
+        """Remove the given slots, ``labels[i]`` being the bucket holding ``slots[i]``."""
+        for b in np.unique(labels).tolist():
+            size = int(self.sizes[b])
+            live = self.slots[b][:size]
+            keep = ~np.isin(live, slots[labels == b])
+            kept = int(keep.sum())
+            self.codes[b][:kept] = self.codes[b][:size][keep]
+            self.factors[b][:kept] = self.factors[b][:size][keep]
+            self.slots[b][:kept] = live[keep]
+            self.sizes[b] = kept
+
+    def nbytes(self) -> int:
+        """Bytes held by the live rows (codes, factors, slots) plus the pointer tables."""
+        per_row = self.n_words * 8 + 2 * 4 + 4
+        return int(self.sizes.sum()) * per_row + 4 * self.n_lists * 8
+
+
+class VectorStore:
+    """Float32 vectors for rerank and the external id of each slot; freed slots are reused."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.vectors = np.zeros((0, dim), np.float32)
+        self.slot_ids = np.zeros(0, np.int64)
+        self.slot_labels = np.zeros(0, np.int32)
+        self.high_water = 0
+        self.free: list[int] = []
+        self.id_to_slot: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.id_to_slot)
+
+    def _grow(self, needed: int) -> None:
+        capacity = self.vectors.shape[0]
+        if needed <= capacity:
+            return
+        new_capacity = max(needed, int(capacity * _GROWTH), 1024)
+        vectors = np.empty((new_capacity, self.dim), np.float32)
+        vectors[:self.high_water] = self.vectors[:self.high_water]
+        slot_ids = np.full(new_capacity, -1, np.int64)
+        slot_ids[:self.high_water] = self.slot_ids[:self.high_water]
+        slot_labels = np.full(new_capacity, -1, np.int32)
+        slot_labels[:self.high_water] = self.slot_labels[:self.high_water]
+        self.vectors, self.slot_ids, self.slot_labels = vectors, slot_ids, slot_labels
+
+    def allocate(self, n: int) -> np.ndarray:
+        """Return ``n`` free slots (reused ones first), growing the arrays if needed."""
+        reused = self.free[-n:] if n <= len(self.free) else self.free[:]
+        del self.free[len(self.free) - len(reused):]
+        fresh = n - len(reused)
+        self._grow(self.high_water + fresh)
+        slots = np.concatenate([np.asarray(reused, np.int64),
+                                np.arange(self.high_water, self.high_water + fresh, dtype=np.int64)])
+        self.high_water += fresh
+        return slots
+
+    def store(self, slots: np.ndarray, vectors: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> None:
+        self.vectors[slots] = vectors
+        self.slot_ids[slots] = ids
+        self.slot_labels[slots] = labels
+        self.id_to_slot.update(zip(ids.tolist(), slots.tolist()))
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Slot of each id, -1 where the id is not in the index."""
+        get = self.id_to_slot.get
+        return np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.shape[0])
+
+    def release(self, slots: np.ndarray) -> None:
+        for i in self.slot_ids[slots].tolist():
+            del self.id_to_slot[i]
+        self.slot_ids[slots] = -1
+        self.slot_labels[slots] = -1
+        self.free.extend(slots.tolist())
+
+    def nbytes(self) -> int:
+        return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_labels.nbytes)

@@ -79,6 +79,31 @@ class BucketStore:
             self.slots[b][:kept] = live[keep]
             self.sizes[b] = kept
 
+    @classmethod
+    def from_arrays(cls, sizes: np.ndarray, codes: np.ndarray, factors: np.ndarray) -> "BucketStore":
+        """Buckets whose rows are consecutive slices of ``codes`` / ``factors`` (slot = row).
+
+        The slices are views (zero-copy when the arrays are memory-mapped)."""
+        store = cls(sizes.shape[0], codes.shape[1])
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        for b in range(store.n_lists):
+            lo, hi = int(offsets[b]), int(offsets[b + 1])
+            store.codes[b] = codes[lo:hi]
+            store.factors[b] = factors[lo:hi]
+            store.slots[b] = np.arange(lo, hi, dtype=np.int32)
+            store._refresh_pointers(b)
+        store.sizes[:] = sizes
+        return store
+
+    def export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Concatenate the live rows bucket by bucket: (sizes, codes, factors, slots)."""
+        sizes = self.sizes.copy()
+        codes = np.concatenate([self.codes[b][:sizes[b]] for b in range(self.n_lists)]) \
+            if self.n_lists else np.zeros((0, self.n_words), np.uint64)
+        factors = np.concatenate([self.factors[b][:sizes[b]] for b in range(self.n_lists)])
+        slots = np.concatenate([self.slots[b][:sizes[b]] for b in range(self.n_lists)])
+        return sizes, codes, factors, slots
+
     def nbytes(self) -> int:
         """Bytes held by the live rows (codes, factors, slots) plus the pointer tables."""
         per_row = self.n_words * 8 + 2 * 4 + 4
@@ -94,11 +119,29 @@ class VectorStore:
         self.slot_ids = np.zeros(0, np.int64)
         self.slot_labels = np.zeros(0, np.int32)
         self.high_water = 0
+        self.n_live = 0
         self.free: list[int] = []
-        self.id_to_slot: dict[int, int] = {}
+        # Built lazily: a loaded (possibly memory-mapped) index answers searches without it.
+        self._id_to_slot: dict[int, int] | None = {}
+
+    @classmethod
+    def from_arrays(cls, vectors: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> "VectorStore":
+        """A store whose slots 0..n-1 hold ``vectors`` (kept as given, e.g. memory-mapped)."""
+        store = cls(vectors.shape[1])
+        store.vectors, store.slot_ids, store.slot_labels = vectors, ids, labels
+        store.high_water = store.n_live = vectors.shape[0]
+        store._id_to_slot = None
+        return store
+
+    @property
+    def id_to_slot(self) -> dict[int, int]:
+        if self._id_to_slot is None:
+            live = np.flatnonzero(self.slot_ids[:self.high_water] >= 0)
+            self._id_to_slot = dict(zip(self.slot_ids[live].tolist(), live.tolist()))
+        return self._id_to_slot
 
     def __len__(self) -> int:
-        return len(self.id_to_slot)
+        return self.n_live
 
     def _grow(self, needed: int) -> None:
         capacity = self.vectors.shape[0]
@@ -129,6 +172,7 @@ class VectorStore:
         self.slot_ids[slots] = ids
         self.slot_labels[slots] = labels
         self.id_to_slot.update(zip(ids.tolist(), slots.tolist()))
+        self.n_live += slots.shape[0]
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """Slot of each id, -1 where the id is not in the index."""
@@ -136,8 +180,10 @@ class VectorStore:
         return np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.shape[0])
 
     def release(self, slots: np.ndarray) -> None:
+        id_to_slot = self.id_to_slot
         for i in self.slot_ids[slots].tolist():
-            del self.id_to_slot[i]
+            del id_to_slot[i]
+        self.n_live -= slots.shape[0]
         self.slot_ids[slots] = -1
         self.slot_labels[slots] = -1
         self.free.extend(slots.tolist())

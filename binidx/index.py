@@ -22,7 +22,7 @@ from ._validation import (
     check_positive_int,
     first_duplicate,
 )
-from .errors import InvalidInputError, NotTrainedError
+from .errors import InvalidInputError, NotTrainedError, ReadOnlyIndexError
 
 # Vectors are assigned and encoded in blocks of this many rows to bound temporary memory.
 _ADD_BLOCK = 65536
@@ -100,6 +100,7 @@ class Index:
         self._centroids: np.ndarray | None = None
         self._buckets: BucketStore | None = None
         self._store = VectorStore(self._dim)
+        self._read_only_reason: str | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -187,6 +188,7 @@ class Index:
         """
         x = self._prepare(x, "x")
         n_iter = check_positive_int(n_iter, "n_iter")
+        self._require_writable("train")
         with self._lock.write():
             if len(self):
                 raise InvalidInputError(
@@ -234,6 +236,7 @@ class Index:
             If an id is already in the index (the message names it).
         """
         self._require_trained("add vectors")
+        self._require_writable("add vectors")
         x = self._prepare(x, "x")
         n = x.shape[0]
         with self._lock.write():
@@ -273,6 +276,7 @@ class Index:
             How many vectors were removed.
         """
         self._require_trained("remove vectors")
+        self._require_writable("remove vectors")
         ids = np.asarray(ids)
         ids = as_ids(ids, ids.size)
         with self._lock.write():
@@ -359,6 +363,45 @@ class Index:
         if self._metric == "cosine":
             x = normalize_rows(x, name)
         return x
+
+    def _require_writable(self, action: str) -> None:
+        if self._read_only_reason is not None:
+            raise ReadOnlyIndexError(f"cannot {action}: {self._read_only_reason}")
+
+    # ----------------------------------------------------------- state export
+    def _get_state(self) -> tuple[dict, dict]:
+        """The index as a parameter dict and named flat arrays (what files store).
+
+        Live rows are written bucket by bucket; the i-th row of ``codes``, ``factors``,
+        ``vectors`` and ``ids`` is one vector, and ``list_sizes`` splits them into buckets.
+        """
+        params = {"dim": self._dim, "metric": self._metric, "n_bits": self._n_bits,
+                  "seed": self._seed, "n_lists": self.n_lists, "n_probe": self._n_probe,
+                  "n_rerank": self._n_rerank, "is_trained": self.is_trained}
+        arrays: dict[str, np.ndarray] = {}
+        if self.is_trained:
+            with self._lock.read():
+                sizes, codes, factors, slots = self._buckets.export()
+                params["scale"] = self._scale
+                arrays = {"centroids": self._centroids, "projection": self._projection,
+                          "list_sizes": sizes, "codes": codes, "factors": factors,
+                          "ids": self._store.slot_ids[slots], "vectors": self._store.vectors[slots]}
+        return params, arrays
+
+    @classmethod
+    def _from_state(cls, params: dict, arrays: dict, *, read_only_reason: str | None = None) -> "Index":
+        """Rebuild an index from :meth:`_get_state` output; arrays may be memory-mapped views."""
+        index = cls(params["dim"], metric=params["metric"], n_lists=params["n_lists"],
+                    n_bits=params["n_bits"], seed=params["seed"])
+        index._n_probe, index._n_rerank = params.get("n_probe"), params.get("n_rerank")
+        if params.get("is_trained"):
+            index._set_trained_state(arrays["centroids"], arrays["projection"], params["scale"])
+            sizes = np.asarray(arrays["list_sizes"], dtype=np.int64)
+            index._buckets = BucketStore.from_arrays(sizes, arrays["codes"], arrays["factors"])
+            labels = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
+            index._store = VectorStore.from_arrays(arrays["vectors"], arrays["ids"], labels)
+        index._read_only_reason = read_only_reason
+        return index
 
     def _require_trained(self, action: str) -> None:
         if not self.is_trained:

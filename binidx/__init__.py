@@ -2,6 +2,7 @@
 from ._version import __version__
 from ._exact import SearchResult, exact_search
 from .index import Index, build
+from ._persist import load, read_metadata
 from .errors import (
     BinidxError,
     ConcurrencyError,
@@ -18,6 +19,8 @@ __all__ = [
     "SearchResult",
     "build",
     "exact_search",
+    "load",
+    "read_metadata",
     "__version__",
     "BinidxError",
     "ConcurrencyError",

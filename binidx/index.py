@@ -368,6 +368,24 @@ class Index:
         if self._read_only_reason is not None:
             raise ReadOnlyIndexError(f"cannot {action}: {self._read_only_reason}")
 
+    # -------------------------------------------------------------- persistence
+    def save(self, path: "str | os.PathLike") -> None:
+        """Write the index to one self-describing file (see docs/format.md).
+
+        The file is written to a temporary name, fsynced and renamed: a crash in the
+        middle of a save leaves the previous file intact.  Read it back with
+        :func:`binidx.load`.
+        """
+        from . import _persist
+
+        _persist.save(self, path)
+
+    def __reduce__(self):
+        # Pickle through the same bytes as a file, so both paths share their checks.
+        from . import _persist
+
+        return (_persist.from_bytes, (_persist.to_bytes(self),))
+
     # ----------------------------------------------------------- state export
     def _get_state(self) -> tuple[dict, dict]:
         """The index as a parameter dict and named flat arrays (what files store).

@@ -1,0 +1,155 @@
+"""Saving and loading an :class:`~binidx.Index` through the binidx file format (_format.py).
+
+The index is written as its parameter dict plus named flat arrays (``Index._get_state``).
+Everything read back is checked against everything else (shapes, dtypes, counts) before
+an Index is assembled: the compiled kernels trust these arrays, so a file that passes the
+format's checksums but carries inconsistent content must still be refused, not crash.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from . import _format
+from .errors import IndexFormatError
+
+KIND = "binidx.Index"
+
+# name -> (dtype, number of dimensions)
+_SECTIONS = {
+    "centroids": ("<f4", 2),
+    "projection": ("<f4", 2),
+    "list_sizes": ("<i8", 1),
+    "codes": ("<u8", 2),
+    "factors": ("<f4", 2),
+    "ids": ("<i8", 1),
+    "vectors": ("<f4", 2),
+}
+
+MMAP_READ_ONLY = ("it was loaded with mmap=True and its arrays are read-only views of the file; "
+                  "load it with mmap=False to change it")
+
+
+def save(index, path: str | os.PathLike) -> None:
+    params, arrays = index._get_state()
+    _format.write_index_file(path, kind=KIND, params=params, arrays=arrays)
+
+
+def to_bytes(index) -> bytes:
+    params, arrays = index._get_state()
+    return _format.index_file_to_bytes(KIND, params, arrays)
+
+
+def load(path: str | os.PathLike, *, mmap: bool = False):
+    """Read an index written by :meth:`binidx.Index.save`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    mmap : bool, default False
+        Map the file instead of reading it: opening takes milliseconds whatever the
+        size, pages are read on first touch and shared between processes.  A mapped
+        index is read-only (``add`` / ``remove`` raise :class:`ReadOnlyIndexError`).
+
+    Returns
+    -------
+    Index
+
+    Raises
+    ------
+    IndexFormatError
+        If the file is not a binidx index, is damaged, truncated or of a newer version.
+
+    Examples
+    --------
+    >>> import numpy as np, binidx, tempfile, os
+    >>> x = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+    >>> path = os.path.join(tempfile.mkdtemp(), "demo.binidx")
+    >>> binidx.build(x).save(path)
+    >>> len(binidx.load(path, mmap=True))
+    500
+    """
+    f = _format.read_index_file(path, mmap=mmap)
+    return _assemble(f, str(path), read_only_reason=MMAP_READ_ONLY if mmap else None)
+
+
+def from_bytes(data: bytes):
+    return _assemble(_format.index_file_from_bytes(data), "pickled index", None)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Header of an index file (parameters, counts, sections) without reading the arrays.
+
+    Examples
+    --------
+    >>> import numpy as np, binidx, tempfile, os
+    >>> x = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+    >>> path = os.path.join(tempfile.mkdtemp(), "demo.binidx")
+    >>> binidx.build(x, metric="cosine").save(path)
+    >>> binidx.read_metadata(path)["params"]["metric"]
+    'cosine'
+    """
+    header = _format.read_header(path)
+    if header.get("kind") != KIND:
+        raise IndexFormatError(f"{path}: holds a {header.get('kind')!r}, not a {KIND}")
+    return header
+
+
+def _assemble(f: "_format.IndexFile", where: str, read_only_reason: str | None):
+    from .index import Index
+
+    if f.kind != KIND:
+        raise IndexFormatError(f"{where}: holds a {f.kind!r}, not a {KIND}")
+    params, arrays = f.params, f.arrays
+    try:
+        _check_consistency(params, arrays)
+        return Index._from_state(params, arrays, read_only_reason=read_only_reason)
+    except IndexFormatError as exc:
+        raise IndexFormatError(f"{where}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{where}: inconsistent index content ({exc!r}); the file is damaged") from None
+
+
+def _check_consistency(params: dict, arrays: dict) -> None:
+    def bad(msg: str) -> None:
+        raise IndexFormatError(f"inconsistent index content: {msg}; the file is damaged")
+
+    for key in ("dim", "metric", "n_bits", "seed", "is_trained"):
+        if key not in params:
+            bad(f"parameter {key!r} is missing")
+    if not params["is_trained"]:
+        if arrays:
+            bad("an untrained index carries arrays")
+        return
+    for name, (dtype, ndim) in _SECTIONS.items():
+        if name not in arrays:
+            bad(f"section {name!r} is missing")
+        a = arrays[name]
+        if a.dtype != np.dtype(dtype) or a.ndim != ndim:
+            bad(f"section {name!r} has dtype {a.dtype} and {a.ndim} dimensions, expected {dtype} and {ndim}")
+    dim, n_bits = int(params["dim"]), int(params["n_bits"])
+    n_lists = arrays["centroids"].shape[0]
+    n = arrays["ids"].shape[0]
+    expect = {
+        "centroids": (n_lists, dim),
+        "projection": (n_bits, dim),
+        "list_sizes": (n_lists,),
+        "codes": (n, n_bits // 64),
+        "factors": (n, 2),
+        "vectors": (n, dim),
+    }
+    for name, shape in expect.items():
+        if arrays[name].shape != shape:
+            bad(f"section {name!r} has shape {arrays[name].shape}, expected {shape}")
+    sizes = arrays["list_sizes"]
+    if n_lists < 1 or params.get("n_lists") != n_lists:
+        bad(f"n_lists={params.get('n_lists')} but there are {n_lists} centroids")
+    if (sizes < 0).any() or int(sizes.sum()) != n:
+        bad(f"bucket sizes add up to {int(sizes.sum())}, but there are {n} vectors")
+    if n and (arrays["ids"] < 0).any():
+        bad("negative ids")
+    if not isinstance(params.get("scale"), (int, float)) or not np.isfinite(params["scale"]):
+        bad("the encoder scale is missing or not finite")

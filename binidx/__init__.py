@@ -3,6 +3,7 @@ from ._version import __version__
 from ._exact import SearchResult, exact_search
 from .index import Index, build
 from ._persist import load, read_metadata
+from ._config import show_config
 from .errors import (
     BinidxError,
     ConcurrencyError,
@@ -21,6 +22,7 @@ __all__ = [
     "exact_search",
     "load",
     "read_metadata",
+    "show_config",
     "__version__",
     "BinidxError",
     "ConcurrencyError",

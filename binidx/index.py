@@ -208,6 +208,9 @@ class Index:
         self._projection = projection
         self._scale = scale
         self._centroids_rot = np.ascontiguousarray(self._centroids @ projection.T)
+        # Transposed copies for the search kernel's vertical mat-vec (derived, not saved).
+        self._centroids_t = np.ascontiguousarray(self._centroids.T)
+        self._projection_t = np.ascontiguousarray(projection.T)
         self._buckets = BucketStore(self._centroids.shape[0], self._n_bits // 64)
         self._store = VectorStore(self._dim)
 
@@ -332,7 +335,7 @@ class Index:
             _search.search(
                 q, k, min(n_probe, self.n_lists), n_rerank, n_threads,
                 0 if self._metric == "l2" else 1,
-                self._centroids, self._centroids_rot, self._projection,
+                self._centroids_t, self._centroid_norms, self._centroids_rot, self._projection_t,
                 b.code_ptrs, b.factor_ptrs, b.slot_ptrs, b.sizes,
                 s.vectors, s.slot_ids, distances, ids,
             )
@@ -352,8 +355,9 @@ class Index:
         codes = self._buckets.nbytes() if self._buckets is not None else 0
         quantizer = 0
         if self.is_trained:
-            quantizer = (self._centroids.nbytes + self._centroids_rot.nbytes
-                         + self._projection.nbytes + self._centroid_norms.nbytes)
+            quantizer = sum(a.nbytes for a in (
+                self._centroids, self._centroids_t, self._centroids_rot, self._centroid_norms,
+                self._projection, self._projection_t))
         vectors = self._store.nbytes()
         return {"codes": codes, "quantizer": quantizer, "vectors": vectors,
                 "resident": codes + quantizer, "total": codes + quantizer + vectors}

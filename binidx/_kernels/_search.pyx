@@ -45,9 +45,10 @@ cdef extern from "search_impl.h" namespace "binidx":
         int n_words
         int metric
         int64_t n_lists
-        const float* centroids
+        const float* centroids_t
+        const float* centroid_norms
         const float* centroids_rot
-        const float* projection
+        const float* projection_t
         const uint64_t* const* codes
         const float* const* factors
         const int32_t* const* slots
@@ -114,21 +115,23 @@ _HAVE_OPENMP = BINIDX_OPENMP_FLAG
 
 
 def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, int n_threads,
-           int metric, const float[:, ::1] centroids, const float[:, ::1] centroids_rot,
-           const float[:, ::1] projection, const uintptr_t[::1] code_ptrs,
+           int metric, const float[:, ::1] centroids_t, const float[::1] centroid_norms,
+           const float[:, ::1] centroids_rot, const float[:, ::1] projection_t,
+           const uintptr_t[::1] code_ptrs,
            const uintptr_t[::1] factor_ptrs, const uintptr_t[::1] slot_ptrs,
            const int64_t[::1] sizes, const float[:, ::1] vectors, const int64_t[::1] slot_ids,
            float[:, ::1] out_d, int64_t[:, ::1] out_i):
     """Search a batch of queries; results are written into ``out_d`` / ``out_i``."""
     cdef IndexView v
     v.dim = queries.shape[1]
-    v.n_bits = projection.shape[0]
+    v.n_bits = projection_t.shape[1]
     v.n_words = <int>((v.n_bits + 63) // 64)
     v.metric = metric
-    v.n_lists = centroids.shape[0]
-    v.centroids = &centroids[0, 0]
+    v.n_lists = centroids_t.shape[1]
+    v.centroids_t = &centroids_t[0, 0]
+    v.centroid_norms = &centroid_norms[0]
     v.centroids_rot = &centroids_rot[0, 0]
-    v.projection = &projection[0, 0]
+    v.projection_t = &projection_t[0, 0]
     v.codes = <const uint64_t* const*> &code_ptrs[0]
     v.factors = <const float* const*> &factor_ptrs[0]
     v.slots = <const int32_t* const*> &slot_ptrs[0]

@@ -28,9 +28,10 @@ struct IndexView {
     int n_words;
     int metric;
     int64_t n_lists;
-    const float* centroids;          // (n_lists, dim)
+    const float* centroids_t;        // (dim, n_lists): centroids, transposed
+    const float* centroid_norms;     // (n_lists,): squared norms of the centroids
     const float* centroids_rot;      // (n_lists, n_bits): P c, used by l2
-    const float* projection;         // (n_bits, dim): P
+    const float* projection_t;       // (dim, n_bits): P, transposed
     const uint64_t* const* codes;    // per bucket: (size, n_words)
     const float* const* factors;     // per bucket: (size, 2)
     const int32_t* const* slots;     // per bucket: (size,)
@@ -60,13 +61,14 @@ static inline bool result_less(const Result& a, const Result& b) {
 // Per-thread scratch space, reused across the queries a thread handles.
 struct Workspace {
     std::vector<Candidate> coarse;
-    std::vector<float> qrot, w, est;
+    std::vector<float> dots, qrot, w, est;
     std::vector<uint64_t> planes;
     std::vector<Candidate> cands;
     std::vector<Result> results;
 
     void reserve(const IndexView& v) {
         coarse.resize((size_t)v.n_lists);
+        dots.resize((size_t)v.n_lists);
         qrot.resize((size_t)v.n_bits);
         w.resize((size_t)v.n_bits);
         planes.resize(4 * (size_t)v.n_words);
@@ -80,9 +82,12 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     const bool l2 = v.metric == METRIC_L2;
 
     // 1. Coarse quantiser: the n_probe nearest (l2) or best-scoring (ip) centroids.
+    //    ||q - c||^2 = ||q||^2 + ||c||^2 - 2 <q, c>, all <q, c> in one mat-vec.
+    K.matvec_t(v.centroids_t, q, dim, v.n_lists, ws.dots.data());
+    const float qnorm = l2 ? K.dot(q, q, dim) : 0.0f;
     for (int64_t c = 0; c < v.n_lists; ++c) {
-        const float* cen = v.centroids + c * dim;
-        const float key = l2 ? K.l2(q, cen, dim) : -K.dot(q, cen, dim);
+        const float key = l2 ? std::max(0.0f, qnorm + v.centroid_norms[c] - 2.0f * ws.dots[(size_t)c])
+                             : -ws.dots[(size_t)c];
         ws.coarse[(size_t)c] = Candidate{key, (int32_t)c};
     }
     const int64_t np = std::min<int64_t>(n_probe, v.n_lists);
@@ -92,7 +97,7 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     std::sort(ws.coarse.begin(), ws.coarse.begin() + np, candidate_less);
 
     // 2. Rotate the query once: qrot = P q.
-    for (int64_t b = 0; b < v.n_bits; ++b) ws.qrot[(size_t)b] = K.dot(v.projection + b * dim, q, dim);
+    K.matvec_t(v.projection_t, q, dim, v.n_bits, ws.qrot.data());
 
     // Candidates are kept in a buffer of 2 * n_rerank entries: when it is full, the
     // n_rerank best stay and the worst of them becomes the admission threshold, so most
@@ -150,16 +155,17 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
         std::nth_element(ws.cands.begin(), ws.cands.begin() + r, ws.cands.begin() + m,
                          candidate_less);
 
-    // 5. Exact rerank with the float vectors (prefetched a few candidates ahead).
+    // 5. Exact rerank with the float vectors, prefetched `ahead` candidates in advance so
+    //    that many cache misses are in flight at once.
     ws.results.resize((size_t)r);
-    const int64_t ahead = 4;
-    for (int64_t i = 0; i < std::min(ahead, r); ++i)
-        __builtin_prefetch(v.vectors + (int64_t)ws.cands[(size_t)i].slot * dim);
+    const int64_t ahead = 8;
+    auto prefetch = [&](int64_t i) {
+        const float* p = v.vectors + (int64_t)ws.cands[(size_t)i].slot * dim;
+        for (int64_t off = 0; off < dim; off += 16) __builtin_prefetch(p + off);
+    };
+    for (int64_t i = 0; i < std::min(ahead, r); ++i) prefetch(i);
     for (int64_t i = 0; i < r; ++i) {
-        if (i + ahead < r) {
-            const float* nxt = v.vectors + (int64_t)ws.cands[(size_t)(i + ahead)].slot * dim;
-            for (int64_t off = 0; off < dim; off += 16) __builtin_prefetch(nxt + off);
-        }
+        if (i + ahead < r) prefetch(i + ahead);
         const int32_t s = ws.cands[(size_t)i].slot;
         const float* vec = v.vectors + (int64_t)s * dim;
         const float key = l2 ? K.l2(q, vec, dim) : -K.dot(q, vec, dim);

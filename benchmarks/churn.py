@@ -55,6 +55,16 @@ def _evaluate(adapter, ds: Dataset, live: np.ndarray, k: int) -> dict[str, Any]:
             "qps": len(ds.queries) / seconds, "stale_results": stale}
 
 
+def _build(cls, ds: Dataset, params: dict, live: np.ndarray, threads: int):
+    adapter = cls(ds.metric, ds.base.shape[1], **params.get("build", {}))
+    adapter.set_threads(threads)
+    t0 = time.perf_counter()
+    adapter.fit(ds.base[live], ids=live)
+    build_s = time.perf_counter() - t0
+    adapter.set_query_params(**params.get("query", {}))
+    return adapter, build_s
+
+
 def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order: str,
                  rounds: int, fraction: float, threads: int, seed: int, k: int = 10
                  ) -> list[dict]:
@@ -83,12 +93,7 @@ def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order:
         log(f"{engine} churn round {line['round']}: live={line['n_live']} "
             f"recall@10={line['recall@10']:.4f} stale={line['stale_results']}")
 
-    adapter = cls(ds.metric, ds.base.shape[1], **build)
-    adapter.set_threads(threads)
-    t0 = time.perf_counter()
-    adapter.fit(ds.base[live], ids=live)
-    build_s = time.perf_counter() - t0
-    adapter.set_query_params(**query)
+    adapter, build_s = _build(cls, ds, params, live, threads)
     common["factory"] = adapter.factory()
     emit({**common, "round": 0, "n_live": len(live), "build_s": build_s,
           **_evaluate(adapter, ds, live, k)})
@@ -114,12 +119,7 @@ def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order:
               "memory_bytes_total": adapter.memory_bytes()["total"],
               **_evaluate(adapter, ds, live, k)})
 
-    fresh = cls(ds.metric, ds.base.shape[1], **build)
-    fresh.set_threads(threads)
-    t0 = time.perf_counter()
-    fresh.fit(ds.base[live], ids=live)
-    build_s = time.perf_counter() - t0
-    fresh.set_query_params(**query)
+    fresh, build_s = _build(cls, ds, params, live, threads)
     emit({**common, "round": "rebuild", "n_live": len(live), "build_s": build_s,
           "memory_bytes_total": fresh.memory_bytes()["total"],
           **_evaluate(fresh, ds, live, k)})

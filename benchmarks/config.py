@@ -9,9 +9,11 @@ A config is JSON (or YAML when PyYAML is installed)::
        "hnswlib":   {"build": [{"M": 16, "ef_construction": 200}], "query": {"ef": [10, 40]}}}}
 
 ``build`` and ``query`` are either a mapping of lists (their Cartesian product is swept)
-or an explicit list of parameter mappings.  Sweeps should go from cheap to expensive:
+or an explicit list of parameter mappings.  An engine entry may also override ``"modes"``,
+``"repeats"`` and ``"single_queries"`` for that engine alone.  Sweeps should go from cheap to expensive:
 with ``stop_at_recall`` set, a query setting is skipped once a cheaper one (every
-parameter no larger) has reached that recall@10.
+parameter no larger) has reached that recall@10; with ``max_batch_s`` set, also once a
+cheaper one took longer than that for one batched pass over the queries.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Any
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 MODES = ("batch-1t", "batch-all", "single")
 DEFAULTS: dict[str, Any] = {"k": 10, "repeats": 3, "single_queries": 500,
-                            "stop_at_recall": None, "modes": list(MODES)}
+                            "stop_at_recall": None, "max_batch_s": None, "modes": list(MODES)}
 
 
 def expand(grid: Any) -> list[dict]:

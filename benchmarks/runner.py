@@ -128,22 +128,31 @@ def run_sweeps(ds: Dataset, cfg: dict, engines: list[str], sink: TextIO, *,
                          "bytes_per_vector_total": mem["total"] / len(ds.base),
                          "engine_versions": adapter.versions()}
             log(f"{name}: built in {build_s:.1f}s, {mem['total'] / len(ds.base):.1f} B/vector")
+            # Settings at least as costly as one of these are skipped (see config.py).
             reached: list[dict] = []
             for qp in expand(spec.get("query")):
                 if cfg.get("stop_at_recall") and any(dominated(r, qp) for r in reached):
                     continue
                 adapter.set_query_params(**qp)
-                recall10 = None
-                for mode in modes:
-                    res = measure(adapter, ds, evaluator, mode, k=k, repeats=int(cfg["repeats"]),
-                                  single_queries=int(cfg["single_queries"]),
+                recall10, slowest = None, 0.0
+                # A config may restrict an engine's modes (brute force one query at a
+                # time tells nothing new and costs minutes).
+                for mode in [m for m in modes if m in spec.get("modes", modes)]:
+                    res = measure(adapter, ds, evaluator, mode, k=k,
+                                  repeats=int(spec.get("repeats", cfg["repeats"])),
+                                  single_queries=int(spec.get("single_queries",
+                                                              cfg["single_queries"])),
                                   all_threads=all_threads)
                     emit({**base_line, "query_params": qp, "mode": mode, **res})
                     recall10 = res["recall@10"] if recall10 is None else recall10
+                    slowest = max(slowest, res.get("search_s_median", 0.0))
                     log(f"{name} {qp} {mode}: recall@10={res['recall@10']} "
                         f"qps={res['qps']:.0f}")
                 if cfg.get("stop_at_recall") and recall10 is not None \
                         and recall10 >= cfg["stop_at_recall"]:
+                    reached.append(qp)
+                elif slowest > float(cfg.get("max_batch_s") or np.inf):
+                    log(f"{name}: {qp} took {slowest:.1f}s per batch; skipping costlier settings")
                     reached.append(qp)
             del adapter
     return lines

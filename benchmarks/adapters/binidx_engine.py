@@ -49,7 +49,10 @@ class Binidx(Adapter):
                 "seed": int(self.build_params.get("seed", 0))}
 
     def factory(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs().items())
+        kwargs = self._kwargs()
+        if self.index is not None:  # after fit: the values binidx chose for the defaults
+            kwargs.update(n_lists=self.index.n_lists, n_bits=self.index.n_bits)
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         return f"binidx.Index({self.dim}, metric={self.metric!r}, {args})"
 
     def fit(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:

@@ -181,3 +181,25 @@ def test_folder_dataset_gets_cached_ground_truth(tmp_path):
     assert not cached.notes and np.array_equal(cached.gt, ds.gt)
     with pytest.raises(FileNotFoundError, match="has no base.\\* and query.\\* vector files"):
         load_dataset(str(cache), cache_dir=str(cache))
+
+
+def test_summary_picks_fastest_setting_per_recall_level():
+    from benchmarks.report import summary_markdown
+
+    def line(engine, recall, qps, **extra):
+        return {"dataset": "d", "n_base": 10, "dim": 2, "metric": "l2", "n_queries": 5, "k": 10,
+                "mode": "batch-1t", "threads": 1, "engine": engine, "factory": engine.upper(),
+                "build_params": {}, "query_params": {"p": qps}, "recall@10": recall, "qps": qps,
+                "build_s": 1.0, "bytes_per_vector_resident": 8.0,
+                "bytes_per_vector_total": 16.0, **extra}
+
+    text = summary_markdown([
+        line("binidx", 0.96, 300), line("binidx", 0.995, 100),
+        line("other", 0.91, 900), line("other", 0.97, 150), line("other", 0.98, 120),
+        {"dataset": "d", "engine": "gone", "skipped": "library missing"},
+    ])
+    rows = {r.split(" | ")[0].strip("| "): r for r in text.splitlines() if r.startswith("| ")}
+    assert rows["binidx"].startswith("| binidx | 300 | 300 | 100 | 0.9950 |")
+    assert rows["other"].startswith("| other | 900 | 150 | not reached | 0.9800 |")
+    assert rows["other"].endswith("| 2.00x |")  # binidx 300 QPS / other 150 QPS at 0.95
+    assert "- gone: library missing" in text

@@ -249,10 +249,7 @@ class Index:
                 start = int(self._store.slot_ids.max()) + 1 if len(self) else 0
                 ids = np.arange(start, start + n, dtype=np.int64)
             else:
-                ids = as_ids(ids, n)
-                dup = first_duplicate(ids)
-                if dup is not None:
-                    raise InvalidInputError(f"ids contains {dup} more than once; ids must be distinct")
+                ids = self._distinct_ids(ids, n)
                 present = ids[self._store.lookup(ids) >= 0]
                 if present.size:
                     raise KeyError(
@@ -270,8 +267,16 @@ class Index:
         self._store.store(slots, x, ids, labels)
         self._buckets.append(labels, codes, factors, slots.astype(np.int32))
 
-    def remove(self, ids: Any) -> int:
-        """Remove the vectors with these ids; ids not in the index are ignored.
+    def remove(self, ids: Any, missing: str = "raise") -> int:
+        """Remove the vectors with these ids.
+
+        Parameters
+        ----------
+        ids : array-like of int
+            Distinct ids to remove.
+        missing : {"raise", "ignore"}, default "raise"
+            What to do with ids that are not in the index: raise ``KeyError`` naming one
+            (nothing is removed then), or skip them.
 
         Returns
         -------
@@ -280,16 +285,98 @@ class Index:
         """
         self._require_trained("remove vectors")
         self._require_writable("remove vectors")
-        ids = np.asarray(ids)
-        ids = as_ids(ids, ids.size)
+        if missing not in ("raise", "ignore"):
+            raise InvalidInputError(f"missing must be 'raise' or 'ignore', got {missing!r}")
+        ids = self._distinct_ids(ids)
         with self._lock.write():
-            slots = self._store.lookup(np.unique(ids))
-            slots = slots[slots >= 0]
-            if slots.size:
-                labels = self._store.slot_labels[slots]
-                self._buckets.remove(labels, slots.astype(np.int32))
-                self._store.release(slots)
+            slots = self._store.lookup(ids)
+            if missing == "raise":
+                self._raise_unknown(ids, slots)
+            return self._remove_slots(slots[slots >= 0])
+
+    def _remove_slots(self, slots: np.ndarray) -> int:
+        if slots.size:
+            labels = self._store.slot_labels[slots]
+            self._buckets.remove(labels, slots.astype(np.int32))
+            self._store.release(slots)
         return int(slots.size)
+
+    def upsert(self, x: Any, ids: Any) -> np.ndarray:
+        """Insert vectors, replacing those whose id is already in the index.
+
+        The replacement is atomic for concurrent searches: they see either the old or
+        the new vectors, never neither.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, dim)
+        ids : array-like of shape (n,)
+            Distinct int64 ids.
+
+        Returns
+        -------
+        ndarray of shape (n,), int64
+            The ids.
+        """
+        self._require_trained("upsert vectors")
+        self._require_writable("upsert vectors")
+        x = self._prepare(x, "x")
+        ids = self._distinct_ids(ids, n=x.shape[0])
+        with self._lock.write():
+            slots = self._store.lookup(ids)
+            self._remove_slots(slots[slots >= 0])
+            for start in range(0, x.shape[0], _ADD_BLOCK):
+                self._add_block(x[start:start + _ADD_BLOCK], ids[start:start + _ADD_BLOCK])
+        return ids
+
+    def __contains__(self, id_: Any) -> bool:
+        if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)):
+            return False
+        return int(id_) in self._store.id_to_slot
+
+    def get(self, ids: Any) -> np.ndarray:
+        """The stored float32 vectors of these ids (normalised ones for ``"cosine"``).
+
+        Returns
+        -------
+        ndarray of shape (n, dim), float32
+            A copy, in the order of ``ids``.
+
+        Raises
+        ------
+        KeyError
+            If an id is not in the index.
+        """
+        arr = np.asarray(ids)
+        ids = as_ids(arr, arr.size)
+        with self._lock.read():
+            slots = self._store.lookup(ids)
+            self._raise_unknown(ids, slots)
+            return np.array(self._store.vectors[slots], dtype=np.float32)
+
+    def ids(self) -> np.ndarray:
+        """The ids of all vectors in the index, sorted, as int64."""
+        with self._lock.read():
+            return np.sort(np.fromiter(self._store.id_to_slot.keys(), dtype=np.int64,
+                                       count=len(self._store.id_to_slot)))
+
+    @staticmethod
+    def _distinct_ids(ids: Any, n: int | None = None) -> np.ndarray:
+        arr = np.asarray(ids)
+        ids = as_ids(arr, arr.size if n is None else n)
+        dup = first_duplicate(ids)
+        if dup is not None:
+            raise InvalidInputError(f"ids contains {dup} more than once; ids must be distinct")
+        return ids
+
+    @staticmethod
+    def _raise_unknown(ids: np.ndarray, slots: np.ndarray) -> None:
+        unknown = ids[slots < 0]
+        if unknown.size:
+            raise KeyError(
+                f"id {int(unknown[0])} is not in the index ({unknown.size} of the {ids.size} "
+                "given ids are not); check the ids, or pass missing='ignore' to remove()"
+            )
 
     # -------------------------------------------------------------------- search
     def search(self, q: Any, k: int = 10, n_probe: int | None = None,

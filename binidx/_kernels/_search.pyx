@@ -25,7 +25,8 @@ cdef extern from "simd_kernels.h" namespace "binidx":
                              const ScanConsts*, float*) noexcept nogil
     ctypedef float (*dist_fn)(const float*, const float*, int64_t) noexcept nogil
 
-    ctypedef void (*quantize_fn)(const float*, int64_t, int, uint64_t*, ScanConsts*) noexcept nogil
+    ctypedef void (*quantize_fn)(const float*, const float*, float*, int64_t, int, uint64_t*,
+                                 ScanConsts*) noexcept nogil
 
     ctypedef struct Kernels:
         scan_fn scan
@@ -155,7 +156,7 @@ def quantize(const float[::1] w):
     cdef uint64_t[:, ::1] pv = planes
     cdef ScanConsts c
     cdef Kernels K = kernels_for_path(_active_path)
-    K.quantize(&w[0], n_bits, n_words, &pv[0, 0], &c)
+    K.quantize(&w[0], NULL, NULL, n_bits, n_words, &pv[0, 0], &c)
     return planes, c.c1, c.c2, c.sum_w
 
 

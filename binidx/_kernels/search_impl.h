@@ -111,20 +111,36 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     ScanConsts consts;
     if (!l2) {
         // Inner product: the estimate uses P q itself, quantised once per query.
-        K.quantize(ws.qrot.data(), v.n_bits, v.n_words, ws.planes.data(), &consts);
+        K.quantize(ws.qrot.data(), nullptr, ws.w.data(), v.n_bits, v.n_words, ws.planes.data(),
+                   &consts);
         consts.alpha = -1.0f;
         consts.gamma = 0.0f;
     }
 
-    // 3. Scan the probed buckets.
+    // 3. Scan the probed buckets.  Buckets live at scattered addresses: while one is
+    //    scanned, the start of the next one is prefetched so its first misses overlap.
+    auto prefetch_bucket = [&](int64_t p) {
+        const int32_t b = ws.coarse[(size_t)p].slot;
+        const char* codes = (const char*)v.codes[b];
+        const char* factors = (const char*)v.factors[b];
+        for (int off = 0; off < 512; off += 64) __builtin_prefetch(codes + off);
+        for (int off = 0; off < 256; off += 64) __builtin_prefetch(factors + off);
+        __builtin_prefetch(v.slots[b]);
+        if (l2) {
+            const char* cr = (const char*)(v.centroids_rot + (int64_t)b * v.n_bits);
+            for (int64_t off = 0; off < v.n_bits * 4; off += 64) __builtin_prefetch(cr + off);
+        }
+    };
+    if (np > 0) prefetch_bucket(0);
     for (int64_t p = 0; p < np; ++p) {
+        if (p + 1 < np) prefetch_bucket(p + 1);
         const int32_t b = ws.coarse[(size_t)p].slot;
         const int64_t size = v.sizes[b];
         if (size == 0) continue;
         if (l2) {
             const float* cr = v.centroids_rot + (int64_t)b * v.n_bits;
-            for (int64_t i = 0; i < v.n_bits; ++i) ws.w[(size_t)i] = ws.qrot[(size_t)i] - cr[i];
-            K.quantize(ws.w.data(), v.n_bits, v.n_words, ws.planes.data(), &consts);
+            K.quantize(ws.qrot.data(), cr, ws.w.data(), v.n_bits, v.n_words, ws.planes.data(),
+                       &consts);
             consts.alpha = -2.0f;
             consts.beta = ws.coarse[(size_t)p].key;  // ||q - c||^2
             consts.gamma = 1.0f;

@@ -37,8 +37,8 @@ struct ScanConsts {
 typedef void (*scan_fn)(const uint64_t* codes, const float* factors, int64_t n, int n_words,
                         const uint64_t* planes, const ScanConsts* c, float* out);
 typedef float (*dist_fn)(const float* a, const float* b, int64_t d);
-typedef void (*quantize_fn)(const float* w, int64_t n_bits, int n_words, uint64_t* planes,
-                            ScanConsts* c);
+typedef void (*quantize_fn)(const float* a, const float* b, float* w, int64_t n_bits,
+                            int n_words, uint64_t* planes, ScanConsts* c);
 typedef void (*matvec_fn)(const float* at, const float* q, int64_t dim, int64_t n, float* out);
 
 struct Kernels {
@@ -133,11 +133,18 @@ static inline __attribute__((always_inline)) void matvec_t_body(
     }
 }
 
-// 4-bit scalar quantisation of the rotated query residual w (n_bits floats, a multiple of
-// 64) into bit planes planes[j * n_words + word], j = 0..3, and the estimator constants
-// c1, c2, sum_w.  Integer arithmetic after the rounding, so every target agrees exactly.
+// 4-bit scalar quantisation of the rotated query residual w = a - b (b may be null: w = a;
+// n_bits floats, a multiple of 64; w is scratch space) into bit planes
+// planes[j * n_words + word], j = 0..3, and the estimator constants c1, c2, sum_w.
+// Integer arithmetic after the rounding, so every target agrees exactly.
 static inline __attribute__((always_inline)) void quantize_body(
-        const float* w, int64_t n_bits, int n_words, uint64_t* planes, ScanConsts* c) {
+        const float* a, const float* b, float* wbuf, int64_t n_bits, int n_words,
+        uint64_t* planes, ScanConsts* c) {
+    const float* w = a;
+    if (b != nullptr) {
+        for (int64_t i = 0; i < n_bits; ++i) wbuf[i] = a[i] - b[i];
+        w = wbuf;
+    }
     float lo16[16], hi16[16];
     for (int j = 0; j < 16; ++j) lo16[j] = hi16[j] = w[j];
     for (int64_t i = 16; i < n_bits; i += 16)
@@ -191,9 +198,9 @@ static void matvec_t_generic(const float* at, const float* q, int64_t dim, int64
                              float* out) {
     matvec_t_body(at, q, dim, n, out);
 }
-static void quantize_generic(const float* w, int64_t n_bits, int n_words, uint64_t* planes,
-                             ScanConsts* c) {
-    quantize_body(w, n_bits, n_words, planes, c);
+static void quantize_generic(const float* a, const float* b, float* w, int64_t n_bits,
+                             int n_words, uint64_t* planes, ScanConsts* c) {
+    quantize_body(a, b, w, n_bits, n_words, planes, c);
 }
 
 #ifdef BINIDX_X86
@@ -214,8 +221,9 @@ __attribute__((target("avx2"))) static void matvec_t_avx2(const float* at, const
     matvec_t_body(at, q, dim, n, out);
 }
 __attribute__((target("avx2,bmi2"))) static void quantize_avx2(
-        const float* w, int64_t n_bits, int n_words, uint64_t* planes, ScanConsts* c) {
-    quantize_body(w, n_bits, n_words, planes, c);
+        const float* a, const float* b, float* w, int64_t n_bits, int n_words, uint64_t* planes,
+        ScanConsts* c) {
+    quantize_body(a, b, w, n_bits, n_words, planes, c);
 }
 
 // AVX-512 with VPOPCNTDQ: a code of n_words 64-bit words is processed 8 words per
@@ -269,8 +277,9 @@ __attribute__((target(BINIDX_AVX512_TARGET))) static void matvec_t_avx512(
     matvec_t_body(at, q, dim, n, out);
 }
 __attribute__((target(BINIDX_AVX512_TARGET))) static void quantize_avx512(
-        const float* w, int64_t n_bits, int n_words, uint64_t* planes, ScanConsts* c) {
-    quantize_body(w, n_bits, n_words, planes, c);
+        const float* a, const float* b, float* w, int64_t n_bits, int n_words, uint64_t* planes,
+        ScanConsts* c) {
+    quantize_body(a, b, w, n_bits, n_words, planes, c);
 }
 #endif  // BINIDX_X86
 

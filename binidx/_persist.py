@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _format
+from ._storage import BLOCK, n_blocks
 from .errors import IndexFormatError
 
 KIND = "binidx.Index"
@@ -22,8 +23,8 @@ _SECTIONS = {
     "centroids": ("<f4", 2),
     "projection": ("<f4", 2),
     "list_sizes": ("<i8", 1),
-    "codes": ("<u8", 2),
-    "factors": ("<f4", 2),
+    "codes": ("<u8", 3),
+    "factors": ("<f4", 3),
     "ids": ("<i8", 1),
     "vectors": ("<f4", 2),
 }
@@ -133,22 +134,24 @@ def _check_consistency(params: dict, arrays: dict) -> None:
     dim, n_bits = int(params["dim"]), int(params["n_bits"])
     n_lists = arrays["centroids"].shape[0]
     n = arrays["ids"].shape[0]
+    sizes = arrays["list_sizes"]
+    if sizes.shape != (n_lists,):
+        bad(f"section 'list_sizes' has shape {sizes.shape}, expected {(n_lists,)}")
+    if (sizes < 0).any() or int(sizes.sum()) != n:
+        bad(f"bucket sizes add up to {int(sizes.sum())}, but there are {n} vectors")
+    blocks = int(n_blocks(sizes).sum())
     expect = {
         "centroids": (n_lists, dim),
         "projection": (n_bits, dim),
-        "list_sizes": (n_lists,),
-        "codes": (n, n_bits // 64),
-        "factors": (n, 2),
+        "codes": (blocks, n_bits // 64, BLOCK),
+        "factors": (blocks, 2, BLOCK),
         "vectors": (n, dim),
     }
     for name, shape in expect.items():
         if arrays[name].shape != shape:
             bad(f"section {name!r} has shape {arrays[name].shape}, expected {shape}")
-    sizes = arrays["list_sizes"]
     if n_lists < 1 or params.get("n_lists") != n_lists:
         bad(f"n_lists={params.get('n_lists')} but there are {n_lists} centroids")
-    if (sizes < 0).any() or int(sizes.sum()) != n:
-        bad(f"bucket sizes add up to {int(sizes.sum())}, but there are {n} vectors")
     if n and (arrays["ids"] < 0).any():
         bad("negative ids")
     if not isinstance(params.get("scale"), (int, float)) or not np.isfinite(params["scale"]):

@@ -15,16 +15,38 @@ _MIN_CAPACITY = 16
 _GROWTH = 1.5
 
 
+BLOCK = 8  # codes per block; must match BLOCK in _kernels/simd_kernels.h
+
+
+def n_blocks(size) -> np.ndarray:
+    """Blocks needed for ``size`` codes (elementwise)."""
+    return (np.asarray(size) + BLOCK - 1) // BLOCK
+
+
+def to_blocks(codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lay out row-wise codes (n, n_words) and factors (n, 2) in blocks of 8 vectors:
+    codes (blocks, n_words, 8), factors (blocks, 2, 8); the last block is zero-padded."""
+    n, n_words = codes.shape
+    nb = int(n_blocks(n))
+    cb = np.zeros((nb * BLOCK, n_words), np.uint64)
+    cb[:n] = codes
+    fb = np.zeros((nb * BLOCK, 2), np.float32)
+    fb[:n] = factors
+    return (np.ascontiguousarray(cb.reshape(nb, BLOCK, n_words).transpose(0, 2, 1)),
+            np.ascontiguousarray(fb.reshape(nb, BLOCK, 2).transpose(0, 2, 1)))
+
+
 class BucketStore:
-    """Inverted lists: per bucket, codes (cap, n_words) uint64, factors (cap, 2) float32 and
-    slots (cap,) int32; ``sizes[b]`` rows of bucket b are live."""
+    """Inverted lists.  Bucket b holds ``sizes[b]`` vectors: codes (blocks, n_words, 8)
+    uint64 and factors (blocks, 2, 8) float32 in the blocked layout the scan kernel reads
+    (vector i is block i // 8, lane i % 8), and slots (blocks * 8,) int32."""
 
     def __init__(self, n_lists: int, n_words: int):
         self.n_lists = n_lists
         self.n_words = n_words
         self.sizes = np.zeros(n_lists, dtype=np.int64)
-        self.codes = [np.zeros((0, n_words), np.uint64) for _ in range(n_lists)]
-        self.factors = [np.zeros((0, 2), np.float32) for _ in range(n_lists)]
+        self.codes = [np.zeros((0, n_words, BLOCK), np.uint64) for _ in range(n_lists)]
+        self.factors = [np.zeros((0, 2, BLOCK), np.float32) for _ in range(n_lists)]
         self.slots = [np.zeros(0, np.int32) for _ in range(n_lists)]
         self.code_ptrs = np.zeros(n_lists, dtype=np.uintp)
         self.factor_ptrs = np.zeros(n_lists, dtype=np.uintp)
@@ -41,16 +63,32 @@ class BucketStore:
         capacity = self.slots[b].shape[0]
         if needed <= capacity:
             return
-        new_capacity = max(needed, int(capacity * _GROWTH), _MIN_CAPACITY)
-        size = int(self.sizes[b])
-        codes = np.empty((new_capacity, self.n_words), np.uint64)
-        factors = np.empty((new_capacity, 2), np.float32)
-        slots = np.empty(new_capacity, np.int32)
-        codes[:size] = self.codes[b][:size]
-        factors[:size] = self.factors[b][:size]
-        slots[:size] = self.slots[b][:size]
+        blocks = int(n_blocks(max(needed, int(capacity * _GROWTH), _MIN_CAPACITY)))
+        used = int(n_blocks(self.sizes[b]))
+        # Zero-filled so that the padding lanes the scan reads are finite numbers.
+        codes = np.zeros((blocks, self.n_words, BLOCK), np.uint64)
+        factors = np.zeros((blocks, 2, BLOCK), np.float32)
+        slots = np.zeros(blocks * BLOCK, np.int32)
+        codes[:used] = self.codes[b][:used]
+        factors[:used] = self.factors[b][:used]
+        slots[:used * BLOCK] = self.slots[b][:used * BLOCK]
         self.codes[b], self.factors[b], self.slots[b] = codes, factors, slots
         self._refresh_pointers(b)
+
+    def _write_rows(self, b: int, positions: np.ndarray, codes: np.ndarray,
+                    factors: np.ndarray, slots: np.ndarray) -> None:
+        blk, lane = positions // BLOCK, positions % BLOCK
+        self.codes[b][blk, :, lane] = codes
+        self.factors[b][blk, 0, lane] = factors[:, 0]
+        self.factors[b][blk, 1, lane] = factors[:, 1]
+        self.slots[b][positions] = slots
+
+    def _read_rows(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Live rows of bucket b, row-wise: codes (n, n_words), factors (n, 2), slots (n,)."""
+        positions = np.arange(int(self.sizes[b]))
+        blk, lane = positions // BLOCK, positions % BLOCK
+        factors = np.stack([self.factors[b][blk, 0, lane], self.factors[b][blk, 1, lane]], axis=1)
+        return self.codes[b][blk, :, lane], factors, self.slots[b][positions]
 
     def append(self, labels: np.ndarray, codes: np.ndarray, factors: np.ndarray,
                slots: np.ndarray) -> None:
@@ -62,45 +100,46 @@ class BucketStore:
             rows = order[start:start + count]
             size = int(self.sizes[b])
             self._reserve(b, size + count)
-            self.codes[b][size:size + count] = codes[rows]
-            self.factors[b][size:size + count] = factors[rows]
-            self.slots[b][size:size + count] = slots[rows]
+            self._write_rows(b, np.arange(size, size + count), codes[rows], factors[rows], slots[rows])
             self.sizes[b] = size + count
 
     def remove(self, labels: np.ndarray, slots: np.ndarray) -> None:
         """Remove the given slots, ``labels[i]`` being the bucket holding ``slots[i]``."""
         for b in np.unique(labels).tolist():
-            size = int(self.sizes[b])
-            live = self.slots[b][:size]
+            if not self.codes[b].flags.writeable:
+                self._reserve(b, self.slots[b].shape[0] + 1)  # copy a read-only view first
+            codes, factors, live = self._read_rows(b)
             keep = ~np.isin(live, slots[labels == b])
             kept = int(keep.sum())
-            self.codes[b][:kept] = self.codes[b][:size][keep]
-            self.factors[b][:kept] = self.factors[b][:size][keep]
-            self.slots[b][:kept] = live[keep]
+            self._write_rows(b, np.arange(kept), codes[keep], factors[keep], live[keep])
             self.sizes[b] = kept
 
     @classmethod
     def from_arrays(cls, sizes: np.ndarray, codes: np.ndarray, factors: np.ndarray) -> "BucketStore":
-        """Buckets whose rows are consecutive slices of ``codes`` / ``factors`` (slot = row).
+        """Buckets whose blocks are consecutive slices of blocked ``codes`` / ``factors``;
+        slots number the vectors consecutively, bucket after bucket.
 
         The slices are views (zero-copy when the arrays are memory-mapped)."""
         store = cls(sizes.shape[0], codes.shape[1])
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        block_offsets = np.concatenate([[0], np.cumsum(n_blocks(sizes))]).astype(np.int64)
+        slot_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         for b in range(store.n_lists):
-            lo, hi = int(offsets[b]), int(offsets[b + 1])
+            lo, hi = int(block_offsets[b]), int(block_offsets[b + 1])
             store.codes[b] = codes[lo:hi]
             store.factors[b] = factors[lo:hi]
-            store.slots[b] = np.arange(lo, hi, dtype=np.int32)
+            first = int(slot_offsets[b])
+            store.slots[b] = np.arange(first, first + (hi - lo) * BLOCK, dtype=np.int32)
             store._refresh_pointers(b)
         store.sizes[:] = sizes
         return store
 
     def export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Concatenate the live rows bucket by bucket: (sizes, codes, factors, slots)."""
+        """Concatenate the buckets' used blocks: sizes, codes (blocks, n_words, 8),
+        factors (blocks, 2, 8), and the slots of the live vectors in bucket order."""
         sizes = self.sizes.copy()
-        codes = np.concatenate([self.codes[b][:sizes[b]] for b in range(self.n_lists)]) \
-            if self.n_lists else np.zeros((0, self.n_words), np.uint64)
-        factors = np.concatenate([self.factors[b][:sizes[b]] for b in range(self.n_lists)])
+        used = n_blocks(sizes)
+        codes = np.concatenate([self.codes[b][:used[b]] for b in range(self.n_lists)])
+        factors = np.concatenate([self.factors[b][:used[b]] for b in range(self.n_lists)])
         slots = np.concatenate([self.slots[b][:sizes[b]] for b in range(self.n_lists)])
         return sizes, codes, factors, slots
 

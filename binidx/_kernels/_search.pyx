@@ -160,21 +160,36 @@ def quantize(const float[::1] w):
     return planes, c.c1, c.c2, c.sum_w
 
 
-def scan(const uint64_t[:, ::1] codes, const float[:, ::1] factors,
-         const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,
-         float beta, float gamma):
-    """Run the active scan kernel over one bucket (for tests and micro-benchmarks)."""
+def scan(codes, factors, const uint64_t[:, ::1] planes, float c1, float c2, float sum_w,
+         float alpha, float beta, float gamma):
+    """Run the active scan kernel over one bucket (for tests and micro-benchmarks).
+
+    ``codes`` (n, n_words) and ``factors`` (n, 2) are given row by row and laid out in
+    blocks of 8 here, as the index stores them.
+    """
+    from binidx._storage import to_blocks
+
     cdef int64_t n = codes.shape[0]
-    out = np.empty(n, dtype=np.float32)
     if n == 0:
-        return out
+        return np.empty(0, dtype=np.float32)
+    return scan_blocks(*to_blocks(codes, factors), n, planes, c1, c2, sum_w, alpha, beta, gamma)
+
+
+def scan_blocks(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors, int64_t n,
+                const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,
+                float beta, float gamma):
+    """Run the active scan kernel over blocked codes (blocks, n_words, 8); n estimates."""
+    out = np.empty(codes.shape[0] * 8, dtype=np.float32)
+    if n == 0:
+        return out[:0]
     cdef float[::1] ov = out
     cdef ScanConsts c
     c.c1 = c1; c.c2 = c2; c.sum_w = sum_w; c.alpha = alpha; c.beta = beta; c.gamma = gamma
     cdef Kernels K = kernels_for_path(_active_path)
     with nogil:
-        K.scan(&codes[0, 0], &factors[0, 0], n, <int>codes.shape[1], &planes[0, 0], &c, &ov[0])
-    return out
+        K.scan(&codes[0, 0, 0], &factors[0, 0, 0], n, <int>codes.shape[1], &planes[0, 0], &c,
+               &ov[0])
+    return out[:n]
 
 
 def pairwise(const float[:, ::1] a, const float[:, ::1] b, int metric):

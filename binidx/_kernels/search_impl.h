@@ -32,8 +32,8 @@ struct IndexView {
     const float* centroid_norms;     // (n_lists,): squared norms of the centroids
     const float* centroids_rot;      // (n_lists, n_bits): P c, used by l2
     const float* projection_t;       // (dim, n_bits): P, transposed
-    const uint64_t* const* codes;    // per bucket: (size, n_words)
-    const float* const* factors;     // per bucket: (size, 2)
+    const uint64_t* const* codes;    // per bucket: (blocks, n_words, 8), see simd_kernels.h
+    const float* const* factors;     // per bucket: (blocks, 2, 8)
     const int32_t* const* slots;     // per bucket: (size,)
     const int64_t* sizes;            // (n_lists,)
     const float* vectors;            // (capacity, dim), indexed by slot
@@ -147,7 +147,8 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
         } else {
             consts.beta = ws.coarse[(size_t)p].key;  // -<q, c>
         }
-        if ((int64_t)ws.est.size() < size) ws.est.resize((size_t)size);
+        const int64_t padded = (size + BLOCK - 1) / BLOCK * BLOCK;  // scan writes whole blocks
+        if ((int64_t)ws.est.size() < padded) ws.est.resize((size_t)padded);
         K.scan(v.codes[b], v.factors[b], size, v.n_words, ws.planes.data(), &consts,
                ws.est.data());
         const int32_t* slots = v.slots[b];

@@ -11,12 +11,14 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-# Training sample: this many points per centroid at most (FAISS uses 256; 64 is within a
-# fraction of a point of recall on SIFT and 4x faster), and k-means++ seeds from a
-# sub-sample of SEED_POINTS_PER_CENTROID points per centroid.
-TRAIN_POINTS_PER_CENTROID = 64
-SEED_POINTS_PER_CENTROID = 5
-DEFAULT_N_ITER = 12
+# Training sample: this many points per centroid at most.  FAISS samples up to 256 and
+# warns below 39; 40 keeps the training cost (n_sample x n_lists distances per Lloyd
+# iteration, the build's largest term) low enough for a 1M-vector build to take about a
+# minute on 2 cores.  k-means++ seeds from a sub-sample of SEED_POINTS_PER_CENTROID points
+# per centroid.
+TRAIN_POINTS_PER_CENTROID = 40
+SEED_POINTS_PER_CENTROID = 4
+DEFAULT_N_ITER = 10
 _BLOCK = 8192
 
 _numba_kernels = None
@@ -45,11 +47,14 @@ def assign(x: np.ndarray, centroids: np.ndarray, centroid_norms: np.ndarray | No
     """Index of the nearest centroid (squared L2) of every row of ``x``, as int32."""
     if centroid_norms is None:
         centroid_norms = squared_norms(centroids)
+    centroids_m2 = np.float32(-2.0) * centroids
     labels = np.empty(x.shape[0], dtype=np.int32)
     for start in range(0, x.shape[0], _BLOCK):
         block = x[start:start + _BLOCK]
         # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
-        d = centroid_norms[None, :] - 2.0 * (block @ centroids.T)
+        # One temporary, updated in place: the block product is memory-bound otherwise.
+        d = block @ centroids_m2.T
+        d += centroid_norms
         labels[start:start + block.shape[0]] = np.argmin(d, axis=1)
     return labels
 

@@ -177,8 +177,8 @@ class Index:
         ----------
         x : array-like of shape (n, dim)
             Training vectors (float32/float64 or integer such as uint8 SIFT).  A sample
-            of up to 64 vectors per bucket is used for k-means.
-        n_iter : int, default 12
+            of up to 40 vectors per bucket is used for k-means.
+        n_iter : int, default 10
             Lloyd iterations at most (they stop early when assignments settle).
 
         Returns

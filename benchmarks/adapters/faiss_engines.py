@@ -184,6 +184,10 @@ class FaissIVFSpectralHash(_RefineMixin, FaissAdapter):
     binidx (k-means buckets, binary codes compared by Hamming distance, exact rerank).
 
     It has no factory string, so ``factory()`` spells out the constructor calls.  The
+    default threshold is FAISS's own, ``Thresh_global``: at 16 and 64 probes with
+    ``k_factor=40`` it reached recall@10 0.87/0.95 on dev-text and 0.88/0.88 on a 50k
+    dev-sift prefix, against 0.81/0.80 and 0.88/0.79 for ``Thresh_centroid``.  ``period``
+    defaults to 1e6, far above any coordinate, so each bit is a plain sign bit.  The
     spectral hash always works in L2; on an inner-product dataset it is only honest when
     the vectors are unit length (then L2 and inner product rank alike), which ``fit``
     checks.
@@ -195,12 +199,11 @@ class FaissIVFSpectralHash(_RefineMixin, FaissAdapter):
 
     def _params(self) -> tuple[int, int, float, str]:
         p = self.build_params
-        threshold = str(p.get("threshold", "centroid"))
+        threshold = str(p.get("threshold", "global"))
         if threshold not in self._thresholds:
             raise ValueError(
                 f"{self.name}: threshold must be one of {sorted(self._thresholds)}, got {threshold!r}"
             )
-        # A period far larger than any coordinate makes each bit a plain sign bit.
         return (int(p.get("n_lists", 1024)), int(p.get("nbit", self.dim)),
                 float(p.get("period", 1e6)), threshold)
 

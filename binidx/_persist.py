@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _format
 from ._storage import BLOCK, n_blocks
+from ._validation import first_duplicate
 from .errors import IndexFormatError
 
 KIND = "binidx.Index"
@@ -33,8 +34,18 @@ MMAP_READ_ONLY = ("it was loaded with mmap=True and its arrays are read-only vie
                   "load it with mmap=False to change it")
 
 
-def save(index, path: str | os.PathLike) -> None:
+def save(index, path: str | os.PathLike, extra_params: dict | None = None) -> None:
+    """Write ``index`` to ``path`` atomically.
+
+    ``extra_params`` are stored in the header's params next to the index's own (a durable
+    index records the last operation its snapshot holds); they may not replace one.
+    """
     params, arrays = index._get_state()
+    if extra_params:
+        clash = sorted(set(extra_params) & set(params))
+        if clash:
+            raise ValueError(f"extra params {clash} would replace the index's own")
+        params = {**params, **extra_params}
     _format.write_index_file(path, kind=KIND, params=params, arrays=arrays)
 
 
@@ -73,12 +84,19 @@ def load(path: str | os.PathLike, *, mmap: bool = False):
     >>> len(binidx.load(path, mmap=True))
     500
     """
+    return load_with_params(path, mmap=mmap)[0]
+
+
+def load_with_params(path: str | os.PathLike, *, mmap: bool = False) -> tuple[Any, dict]:
+    """:func:`load`, also returning the header's params (including any ``extra_params``)."""
     f = _format.read_index_file(path, mmap=mmap)
-    return _assemble(f, str(path), read_only_reason=MMAP_READ_ONLY if mmap else None)
+    index = _assemble(f, os.fspath(path), read_only_reason=MMAP_READ_ONLY if mmap else None,
+                      verified=not mmap)
+    return index, f.params
 
 
 def from_bytes(data: bytes):
-    return _assemble(_format.index_file_from_bytes(data), "pickled index", None)
+    return _assemble(_format.index_file_from_bytes(data), "pickled index", None, verified=True)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -99,22 +117,30 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return header
 
 
-def _assemble(f: "_format.IndexFile", where: str, read_only_reason: str | None):
+def _assemble(f: _format.IndexFile, where: str, read_only_reason: str | None, *,
+              verified: bool):
+    """Check the content of a decoded file and build the Index.
+
+    ``verified`` says every section passed its checksum (not so for a mapped file); only
+    then are the ids checked for duplicates, which costs a sort: a mapped open must stay
+    fast, and an unverified file may give wrong results anyway (docs/format.md 1.5).
+    """
     from .index import Index
 
     if f.kind != KIND:
         raise IndexFormatError(f"{where}: holds a {f.kind!r}, not a {KIND}")
     params, arrays = f.params, f.arrays
     try:
-        _check_consistency(params, arrays)
+        _check_consistency(params, arrays, check_duplicates=verified)
         return Index._from_state(params, arrays, read_only_reason=read_only_reason)
     except IndexFormatError as exc:
         raise IndexFormatError(f"{where}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
-        raise IndexFormatError(f"{where}: inconsistent index content ({exc!r}); the file is damaged") from None
+        raise IndexFormatError(
+            f"{where}: inconsistent index content ({exc!r}); the file is damaged") from None
 
 
-def _check_consistency(params: dict, arrays: dict) -> None:
+def _check_consistency(params: dict, arrays: dict, *, check_duplicates: bool) -> None:
     def bad(msg: str) -> None:
         raise IndexFormatError(f"inconsistent index content: {msg}; the file is damaged")
 
@@ -130,7 +156,8 @@ def _check_consistency(params: dict, arrays: dict) -> None:
             bad(f"section {name!r} is missing")
         a = arrays[name]
         if a.dtype != np.dtype(dtype) or a.ndim != ndim:
-            bad(f"section {name!r} has dtype {a.dtype} and {a.ndim} dimensions, expected {dtype} and {ndim}")
+            bad(f"section {name!r} has dtype {a.dtype} and {a.ndim} dimensions, "
+                f"expected {dtype} and {ndim}")
     dim, n_bits = int(params["dim"]), int(params["n_bits"])
     n_lists = arrays["centroids"].shape[0]
     n = arrays["ids"].shape[0]
@@ -154,5 +181,8 @@ def _check_consistency(params: dict, arrays: dict) -> None:
         bad(f"n_lists={params.get('n_lists')} but there are {n_lists} centroids")
     if n and (arrays["ids"] < 0).any():
         bad("negative ids")
+    dup = first_duplicate(arrays["ids"]) if check_duplicates else None
+    if dup is not None:
+        bad(f"id {dup} occurs more than once")
     if not isinstance(params.get("scale"), (int, float)) or not np.isfinite(params["scale"]):
         bad("the encoder scale is missing or not finite")

@@ -3,6 +3,7 @@ from ._version import __version__
 from ._exact import SearchResult, exact_search
 from .index import Index, build
 from ._persist import load, read_metadata
+from ._durable import open, DurableIndex
 from ._config import show_config
 from .errors import (
     BinidxError,
@@ -17,6 +18,8 @@ from .errors import (
 
 __all__ = [
     "Index",
+    "DurableIndex",
+    "open",
     "SearchResult",
     "build",
     "exact_search",

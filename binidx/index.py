@@ -428,6 +428,51 @@ class Index:
             )
         return SearchResult(distances, ids)
 
+    def tune(self, queries: Any, target_recall: float = 0.95, k: int = 10,
+             max_queries: int = 1000):
+        """Choose the fastest ``n_probe`` / ``n_rerank`` that reach a target recall.
+
+        Recall@k is measured against exact search over the vectors in the index, on
+        ``queries`` (use real queries, not base vectors); every setting is timed on one
+        thread.  The winner becomes the default of :meth:`search` (:attr:`n_probe`,
+        :attr:`n_rerank`) and is saved with the index.
+
+        Parameters
+        ----------
+        queries : array-like of shape (n_queries, dim)
+            Representative queries; at most ``max_queries`` of them are used.
+        target_recall : float, default 0.95
+            Recall@k to reach, in (0, 1].
+        k : int, default 10
+        max_queries : int, default 1000
+
+        Returns
+        -------
+        TuneResult
+            ``n_probe``, ``n_rerank``, the ``recall`` and ``queries_per_second``
+            measured, ``met_target`` and every trial.
+
+        Examples
+        --------
+        >>> import numpy as np, binidx
+        >>> x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+        >>> index = binidx.build(x)
+        >>> res = index.tune(x[:100] + 0.1, target_recall=0.9)
+        >>> index.n_probe == res.n_probe
+        True
+        """
+        from . import _tune
+
+        self._require_trained("tune")
+        if not len(self):
+            raise InvalidInputError("cannot tune an empty index: add vectors first")
+        q = self._prepare(queries, "queries")
+        k = check_positive_int(k, "k")
+        max_queries = check_positive_int(max_queries, "max_queries")
+        if not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
+            raise InvalidInputError(f"target_recall must be in (0, 1], got {target_recall!r}")
+        return _tune.tune(self, q, float(target_recall), min(k, len(self)), max_queries)
+
     # ------------------------------------------------------------------- helpers
     def memory_usage(self) -> dict:
         """Bytes used, by part.

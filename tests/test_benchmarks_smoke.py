@@ -203,3 +203,28 @@ def test_summary_picks_fastest_setting_per_recall_level():
     assert rows["other"].startswith("| other | 900 | 150 | not reached | 0.9800 |")
     assert rows["other"].endswith("| 2.00x |")  # binidx 300 QPS / other 150 QPS at 0.95
     assert "- gone: library missing" in text
+
+
+def test_hdf5_and_npy_datasets(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    from benchmarks.datasets import load_dataset
+
+    rng = np.random.default_rng(2)
+    base, queries = rng.normal(size=(200, 4)).astype(np.float32), rng.normal(size=(3, 4))
+    path = tmp_path / "toy-angular.hdf5"
+    with h5py.File(path, "w") as f:
+        f.attrs["distance"] = "angular"
+        f["train"], f["test"] = base, queries.astype(np.float32)
+        f["neighbors"] = np.zeros((3, 5), dtype=np.int32)  # too short: must be recomputed
+    ds = load_dataset(str(path), cache_dir=str(tmp_path / "c"))
+    assert ds.name == "toy-angular" and ds.metric == "ip" and ds.gt.shape == (3, 100)
+    assert np.array_equal(ds.gt, exact_knn(ds.base, ds.queries, 100, "ip"))
+
+    np.save(tmp_path / "b.npy", base)
+    np.save(tmp_path / "q.npy", queries.astype(np.float32))
+    with pytest.raises(ValueError, match="single vector file; pass the queries with --queries"):
+        load_dataset(str(tmp_path / "b.npy"))
+    ds = load_dataset(str(tmp_path / "b.npy"), queries=str(tmp_path / "q.npy"),
+                      max_base=150, cache_dir=str(tmp_path / "c"))
+    assert ds.name == "b-150" and ds.metric == "l2" and len(ds.base) == 150
+    assert np.array_equal(ds.gt, exact_knn(base[:150], ds.queries, 100, "l2"))

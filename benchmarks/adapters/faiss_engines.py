@@ -129,7 +129,8 @@ class FaissIVFFlat(FaissAdapter):
 
 
 class FaissIVFRaBitQ(_RefineMixin, FaissAdapter):
-    """``IVF{n},RaBitQ[{bits}][,RFlat]``: FAISS's RaBitQ codes, optionally reranked."""
+    """``IVF{n},RaBitQ[{bits}|fs][,RFlat]``: FAISS's RaBitQ codes (``fastscan=true``: the
+    SIMD-lookup variant, 1 bit only), optionally reranked."""
 
     name = "faiss-ivf-rabitq"
     query_keys = ("nprobe", "qb", "k_factor")
@@ -137,7 +138,11 @@ class FaissIVFRaBitQ(_RefineMixin, FaissAdapter):
     def factory(self) -> str:
         n_lists = int(self.build_params.get("n_lists", 1024))
         bits = int(self.build_params.get("bits", 1))
-        code = "RaBitQ" if bits == 1 else f"RaBitQ{bits}"
+        fastscan = bool(self.build_params.get("fastscan", False))
+        if fastscan and bits != 1:
+            raise ValueError(f"{self.name}: FAISS's RaBitQ fast scan has 1-bit codes only; "
+                             f"drop bits={bits} or fastscan=true")
+        code = "RaBitQfs" if fastscan else ("RaBitQ" if bits == 1 else f"RaBitQ{bits}")
         refine = ",RFlat" if self.build_params.get("refine", True) else ""
         return f"IVF{n_lists},{code}{refine}"
 

@@ -330,20 +330,12 @@ def _parse_id_list(text: str) -> np.ndarray | None:
 # The index file
 
 
-def _api(name: str) -> Any:
-    import binidx
-
-    try:
-        return getattr(binidx, name)
-    except AttributeError:  # pragma: no cover - only while persistence is missing
-        raise BinidxError(f"this binidx has no {name}(); the command needs index files "
-                          "(binidx.load / Index.save)") from None
-
-
 def _load(path: str, *, mmap: bool) -> Any:
     if not os.path.exists(path):
         raise VectorFileError(f"{path}: no such index file")
-    return _api("load")(path, mmap=mmap)
+    from ._persist import load
+
+    return load(path, mmap=mmap)
 
 
 def _save(index: Any, path: str) -> int:
@@ -687,7 +679,9 @@ def _list_sizes(index: Any) -> np.ndarray:
 def _cmd_info(args: argparse.Namespace, out: _Output) -> int:
     if not os.path.exists(args.index):
         raise VectorFileError(f"{args.index}: no such index file")
-    header = _api("read_metadata")(args.index)
+    from ._persist import read_metadata
+
+    header = read_metadata(args.index)
     index = _load(args.index, mmap=True)
     file_bytes = os.path.getsize(args.index)
     memory = index.memory_usage()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import binidx
-from binidx import cli, vecio
+from binidx import _kmeans, cli, vecio
 from binidx.errors import VectorFileError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,8 @@ def test_build_summary_and_same_seed_same_file(files, tmp_path):
                         N_LISTS])
     assert summary["vectors"] == len(files["base_array"])
     assert summary["n_lists"] == N_LISTS and summary["metric"] == "l2"
-    assert summary["train_vectors"] == min(len(files["base_array"]), N_LISTS * 64)
+    per_list = _kmeans.TRAIN_POINTS_PER_CENTROID
+    assert summary["train_vectors"] == min(len(files["base_array"]), N_LISTS * per_list)
     assert (tmp_path / "a.binidx").read_bytes() == Path(files["index"]).read_bytes()
 
 

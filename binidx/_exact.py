@@ -39,6 +39,30 @@ def normalize_rows(x: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(x / norms[:, None].astype(np.float32), dtype=np.float32)
 
 
+def _smallest_k(key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the column indices of the k smallest keys, ordered by (key, index).
+
+    ``argpartition`` alone picks arbitrary members of a tie that straddles rank k; rows
+    with such a tie are redone over every column whose key is <= the k-th key, so the
+    smaller indices always win.
+    """
+    n_rows, n = key.shape
+    if k < n:
+        part = np.argpartition(key, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(n), (n_rows, 1))
+    part_keys = np.take_along_axis(key, part, axis=1)
+    if k < n:
+        kth = part_keys.max(axis=1)
+        tied_rows = np.flatnonzero((key <= kth[:, None]).sum(axis=1) > k)
+        for r in tied_rows.tolist():
+            cols = np.flatnonzero(key[r] <= kth[r])
+            cols = cols[np.lexsort((cols, key[r, cols]))[:k]]
+            part[r], part_keys[r] = cols, key[r, cols]
+    order = np.lexsort((part, part_keys), axis=1)  # last key is the primary one
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_keys, order, axis=1)
+
+
 def exact_search(x, q, k: int, metric: str = "l2", *, block: int = 1024) -> SearchResult:
     """Brute-force k nearest neighbours of each query, computed in float64.
 
@@ -89,12 +113,7 @@ def exact_search(x, q, k: int, metric: str = "l2", *, block: int = 1024) -> Sear
             np.maximum(key, 0.0, out=key)
         else:
             key = -dots
-        part = np.argpartition(key, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (qb.shape[0], 1))
-        part_keys = np.take_along_axis(key, part, axis=1)
-        # Sort by (key, id): lexsort's last key is the primary one.
-        order = np.lexsort((part, part_keys), axis=1)
-        best = np.take_along_axis(part, order, axis=1)
-        best_keys = np.take_along_axis(part_keys, order, axis=1)
+        best, best_keys = _smallest_k(key, kk)
         rows = slice(start, start + qb.shape[0])
         ids[rows, :kk] = best
         distances[rows, :kk] = best_keys if metric == "l2" else -best_keys

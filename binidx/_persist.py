@@ -132,7 +132,7 @@ def _assemble(f: _format.IndexFile, where: str, read_only_reason: str | None, *,
     params, arrays = f.params, f.arrays
     try:
         _check_consistency(params, arrays, check_duplicates=verified)
-        return Index._from_state(params, arrays, read_only_reason=read_only_reason)
+        return Index._from_state(params, arrays, read_only_reason=read_only_reason, copy=False)
     except IndexFormatError as exc:
         raise IndexFormatError(f"{where}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:

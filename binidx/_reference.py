@@ -1,0 +1,490 @@
+"""Slow pure-NumPy oracles of the compiled kernels, for tests and benchmarks.
+
+Each function here re-implements one kernel of ``binidx/_kernels`` with NumPy, doing the
+same IEEE float32 operations in the same order, so the kernels can be checked for exact
+equality rather than against a loose tolerance:
+
+* :func:`hamming_reference` -- Hamming distances of packed codes (``np.bitwise_count``);
+* :func:`quantize_reference`, :func:`scan_reference`, :func:`estimate_reference` -- the
+  4-bit query quantisation and the AND + popcount estimator (``quantize_body`` and
+  ``scan_scalar_body`` in ``simd_kernels.h``);
+* :func:`l2_reference`, :func:`dot_reference` -- float distances with the kernels'
+  16-lane accumulation order (``l2_body`` / ``dot_body``); :func:`matvec_t_reference` --
+  the transposed matrix-vector product of the coarse step and the query rotation;
+* :func:`search_reference` -- the whole search of one :class:`binidx.Index` (probe
+  selection, quantisation, scan, candidate selection, rerank, top k), built from the
+  functions above.
+
+and the measuring stick shared by all recall tests: :func:`recall_at_k` with
+:data:`RECALL_TARGET` / :data:`RECALL_TARGET_DEFAULTS`, and :func:`neighbour_mismatch`,
+which compares two k-NN results allowing ties.
+
+Nothing here is fast; nothing here needs the compiled kernels.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: recall@10 an index must reach at the parameters stated in the tests (issue 2).
+RECALL_TARGET = 0.95
+#: recall@10 an index must reach with its default ``n_probe`` / ``n_rerank``.
+RECALL_TARGET_DEFAULTS = 0.90
+#: Relative / absolute slack when comparing float32 distances with exact (float64) ones:
+#: a few float32 ulps of summation-order rounding, not approximation error.
+TIE_RTOL = 2e-6
+TIE_ATOL = 1e-6
+
+_LANES = 16
+_F32 = np.float32
+
+
+# ----------------------------------------------------------------------------- codes
+def hamming_reference(a_codes: np.ndarray, b_codes: np.ndarray) -> np.ndarray:
+    """Hamming distances between every code of ``a_codes`` and every code of ``b_codes``.
+
+    Parameters
+    ----------
+    a_codes : ndarray of shape (n_a, n_words), uint64
+    b_codes : ndarray of shape (n_b, n_words), uint64
+
+    Returns
+    -------
+    ndarray of shape (n_a, n_b), int64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.array([[0b1011]], dtype=np.uint64); b = np.array([[0b0001], [0]], dtype=np.uint64)
+    >>> hamming_reference(a, b).tolist()
+    [[2, 3]]
+    """
+    a = np.asarray(a_codes, dtype=np.uint64)
+    b = np.asarray(b_codes, dtype=np.uint64)
+    return np.bitwise_count(a[:, None, :] ^ b[None, :, :]).sum(axis=2, dtype=np.int64)
+
+
+def quantize_reference(w: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """4-bit quantisation of a rotated query into bit planes, as the kernels do it.
+
+    Every value becomes ``u = clip(trunc((w - lo) / delta' + 0.5), 0, 15)`` with
+    ``lo = min(w)``, ``delta = (max(w) - lo) / 15`` and ``delta' `` applied as a
+    multiplication by ``1 / delta`` (all in float32); bit ``j`` of ``u[i]`` is bit ``i %
+    64`` of word ``i // 64`` of plane ``j``.
+
+    Parameters
+    ----------
+    w : ndarray of shape (n_bits,), float32
+        ``n_bits`` a multiple of 64.
+
+    Returns
+    -------
+    planes : ndarray of shape (4, n_bits // 64), uint64
+    c1, c2, sum_w : float
+        float32 constants of the estimator: ``2 lo``, ``2 delta`` and the sum of the
+        de-quantised values ``lo * n_bits + delta * sum(u)`` (computed in float64, then
+        rounded to float32).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = (np.arange(64) % 16).astype(np.float32)     # already on the 4-bit grid
+    >>> planes, c1, c2, sum_w = quantize_reference(w)
+    >>> planes.shape, c1, c2, sum_w
+    ((4, 1), 0.0, 2.0, 480.0)
+    """
+    w = np.ascontiguousarray(w, dtype=_F32)
+    n_bits = w.shape[0]
+    lo, hi = _F32(w.min()), _F32(w.max())
+    delta = _F32(hi - lo) / _F32(15.0)
+    inv = _F32(1.0) / delta if delta > 0 else _F32(0.0)
+    t = ((w - lo) * inv + _F32(0.5)).astype(np.int32)   # astype truncates toward zero, as C
+    u = np.clip(t, 0, 15).astype(np.uint8)
+    sum_u = int(u.sum(dtype=np.int64))
+    bits = (u[None, :] >> np.arange(4, dtype=np.uint8)[:, None]) & 1          # (4, n_bits)
+    planes = np.packbits(bits.astype(bool), axis=1, bitorder="little")
+    planes = np.ascontiguousarray(planes).view("<u8").astype(np.uint64).reshape(4, n_bits // 64)
+    sum_w = _F32(np.float64(lo) * np.float64(n_bits) + np.float64(delta) * np.float64(sum_u))
+    return planes, float(_F32(2.0) * lo), float(_F32(2.0) * delta), float(sum_w)
+
+
+def scan_reference(codes: np.ndarray, factors: np.ndarray, planes: np.ndarray, c1: float,
+                   c2: float, sum_w: float, alpha: float, beta: float, gamma: float
+                   ) -> np.ndarray:
+    """The scan kernel: estimates of one bucket's codes against quantised query planes.
+
+    For the code bits ``b`` and factors ``(a, rn2)`` of each row::
+
+        pc  = popcount(b)
+        acc = sum_j 2**j popcount(b & planes[j])
+        sw  = (c1 * pc + c2 * acc) - sum_w
+        out = (alpha * (a * sw) + beta) + gamma * rn2
+
+    every operation rounded to float32, in this order (the kernels are compiled without
+    FMA contraction).
+
+    Parameters
+    ----------
+    codes : ndarray of shape (n, n_words), uint64
+    factors : ndarray of shape (n, 2), float32
+    planes : ndarray of shape (4, n_words), uint64
+    c1, c2, sum_w, alpha, beta, gamma : float
+        Estimator constants (see ``ScanConsts`` in ``simd_kernels.h``).
+
+    Returns
+    -------
+    ndarray of shape (n,), float32
+    """
+    codes = np.asarray(codes, dtype=np.uint64)
+    factors = np.asarray(factors, dtype=_F32)
+    pc = np.bitwise_count(codes).sum(axis=1, dtype=np.int64)
+    acc = np.zeros(codes.shape[0], dtype=np.int64)
+    for j in range(4):
+        acc += np.bitwise_count(codes & planes[j][None, :]).sum(axis=1, dtype=np.int64) << j
+    sw = (_F32(c1) * pc.astype(_F32) + _F32(c2) * acc.astype(_F32)) - _F32(sum_w)
+    return (_F32(alpha) * (factors[:, 0] * sw) + _F32(beta)) + _F32(gamma) * factors[:, 1]
+
+
+def estimate_reference(codes: np.ndarray, factors: np.ndarray, w: np.ndarray,
+                       alpha: float, beta: float, gamma: float) -> np.ndarray:
+    """Quantise ``w`` and scan ``codes`` with it: :func:`quantize_reference` + :func:`scan_reference`.
+
+    The search uses ``alpha=-2, beta=||q - c||^2, gamma=1`` with ``w = P q - P c`` for l2
+    (estimated squared distance) and ``alpha=-1, beta=-<q, c>, gamma=0`` with ``w = P q``
+    for ip (estimated negative inner product).
+
+    Parameters
+    ----------
+    codes : ndarray of shape (n, n_words), uint64
+    factors : ndarray of shape (n, 2), float32
+    w : ndarray of shape (64 * n_words,), float32
+        The rotated query (residual).
+    alpha, beta, gamma : float
+
+    Returns
+    -------
+    ndarray of shape (n,), float32
+    """
+    planes, c1, c2, sum_w = quantize_reference(w)
+    return scan_reference(codes, factors, planes, c1, c2, sum_w, alpha, beta, gamma)
+
+
+# ------------------------------------------------------------------- float distances
+def _lane_sum(a: Any, b: Any, term: Any) -> np.ndarray:
+    """Sum ``term(a_cols, b_cols)`` over the last axis in the kernels' lane order.
+
+    ``a`` and ``b`` broadcast over their leading axes.  Column ``i`` of a full block of 16
+    goes to lane ``i % 16`` and the tail goes to lanes 0..; each lane accumulates left to
+    right in float32, then the lanes are folded pairwise (8, 4, 2, 1) like ``reduce16``.
+    """
+    a = np.asarray(a, dtype=_F32)
+    b = np.asarray(b, dtype=_F32)
+    d = a.shape[-1]
+    acc = np.zeros(np.broadcast_shapes(a.shape[:-1], b.shape[:-1]) + (_LANES,), dtype=_F32)
+    full = d - d % _LANES
+    for i in range(0, full, _LANES):
+        acc += term(a[..., i:i + _LANES], b[..., i:i + _LANES])
+    if full < d:
+        acc[..., :d - full] += term(a[..., full:], b[..., full:])
+    acc[..., :8] += acc[..., 8:16]
+    acc[..., :4] += acc[..., 4:8]
+    acc[..., 0] += acc[..., 2]
+    acc[..., 1] += acc[..., 3]
+    return acc[..., 0] + acc[..., 1]
+
+
+def _squared_difference(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    t = u - v
+    return t * t
+
+
+def l2_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared L2 distances of the rows of ``a`` and ``b`` (broadcast), as the kernels sum them.
+
+    Parameters
+    ----------
+    a, b : ndarray of shape (..., d), float32
+        Broadcast against each other over the leading axes.
+
+    Returns
+    -------
+    ndarray of the broadcast leading shape, float32
+    """
+    return _lane_sum(a, b, _squared_difference)
+
+
+def dot_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Inner products of the rows of ``a`` and ``b``, as the kernels sum them.
+
+    Same shapes and broadcasting as :func:`l2_reference`.
+    """
+    return _lane_sum(a, b, np.multiply)
+
+
+def matvec_t_reference(at: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``at.T @ q`` for a matrix stored transposed, summed as the kernels sum it.
+
+    Output ``i`` accumulates ``q[j] * at[j, i]`` for ``j = 0, 1, ...`` in order, in float32
+    (``matvec_t_body``), which is how the search computes the coarse inner products and
+    the rotated query.
+
+    Parameters
+    ----------
+    at : ndarray of shape (dim, n), float32
+    q : ndarray of shape (dim,), float32
+
+    Returns
+    -------
+    ndarray of shape (n,), float32
+    """
+    at = np.asarray(at, dtype=_F32)
+    q = np.asarray(q, dtype=_F32)
+    out = np.zeros(at.shape[1], dtype=_F32)
+    for j in range(at.shape[0]):
+        out += q[j] * at[j]
+    return out
+
+
+# ---------------------------------------------------------------------- whole search
+def _select(keys: np.ndarray, slots: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' candidate selection, reproduced exactly (ties included).
+
+    Estimates arrive in scan order into a buffer of ``2 * keep`` entries; an estimate is
+    admitted only when it is strictly below the threshold; when the buffer is full it is
+    cut to its ``keep`` best by (key, slot) and the threshold becomes the largest kept
+    key.  At the end the ``keep`` best by (key, slot) remain.
+    """
+    cap = 2 * keep
+    buf_k = np.empty(0, dtype=_F32)
+    buf_s = np.empty(0, dtype=np.int64)
+    threshold = _F32(np.inf)
+    pos, n = 0, keys.shape[0]
+    while pos < n:
+        admitted = np.flatnonzero(keys[pos:] < threshold) + pos
+        room = cap - buf_k.shape[0]
+        take = admitted[:room]
+        buf_k = np.concatenate([buf_k, keys[take]])
+        buf_s = np.concatenate([buf_s, slots[take]])
+        if take.shape[0] < room:
+            break
+        pos = int(take[-1]) + 1
+        best = np.lexsort((buf_s, buf_k))[:keep]
+        buf_k, buf_s = buf_k[best], buf_s[best]
+        threshold = buf_k.max()
+    best = np.lexsort((buf_s, buf_k))[:keep]
+    return buf_k[best], buf_s[best]
+
+
+def _bucket_rows(buckets: Any, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes (size, n_words), factors (size, 2) and slots (size,) of bucket ``b``, in scan order.
+
+    The one place that knows how :class:`binidx._storage.BucketStore` lays buckets out:
+    through its ``_read_rows`` when it stores blocks, by slicing when it stores rows.
+    """
+    read_rows = getattr(buckets, "_read_rows", None)
+    if read_rows is not None:
+        codes, factors, slots = read_rows(b)
+    else:
+        size = int(buckets.sizes[b])
+        codes, factors, slots = buckets.codes[b][:size], buckets.factors[b][:size], buckets.slots[b][:size]
+    return codes, factors, np.asarray(slots, dtype=np.int64)
+
+
+def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Search ``index`` the way its compiled kernels do, in NumPy, for exact comparison.
+
+    Reads the index's private state (centroids, projection, buckets, vectors), so it
+    follows the engine's internals by design: when they change, this oracle changes with
+    them.
+
+    Parameters
+    ----------
+    index : binidx.Index
+        A trained index.
+    q : array-like of shape (n_queries, dim)
+    k, n_probe, n_rerank : int
+        As in :meth:`binidx.Index.search` (``n_rerank`` is raised to ``k`` as there).
+
+    Returns
+    -------
+    distances : ndarray of shape (n_queries, k), float32
+    ids : ndarray of shape (n_queries, k), int64
+    """
+    queries = index._prepare(q, "q")
+    l2 = index.metric == "l2"
+    centroids, projection = index._centroids, index._projection
+    buckets, store = index._buckets, index._store
+    n_lists = centroids.shape[0]
+    n_probe = min(n_probe, n_lists)
+    keep = max(n_rerank, k)
+    worst = np.inf if l2 else -np.inf
+    out_d = np.full((queries.shape[0], k), worst, dtype=_F32)
+    out_i = np.full((queries.shape[0], k), -1, dtype=np.int64)
+    for row, qv in enumerate(queries):
+        # Coarse keys: ||q||^2 + ||c||^2 - 2 <q, c> (clamped at 0) for l2, -<q, c> for ip.
+        dots = matvec_t_reference(centroids.T, qv)
+        if l2:
+            coarse = np.maximum(_F32(0.0), (dot_reference(qv, qv) + index._centroid_norms)
+                                - _F32(2.0) * dots)
+        else:
+            coarse = -dots
+        probes = np.lexsort((np.arange(n_lists), coarse))[:n_probe]
+        qrot = matvec_t_reference(projection.T, qv)
+        keys, slots = [], []
+        for b in probes.tolist():
+            codes, factors, bucket_slots = _bucket_rows(buckets, b)
+            if bucket_slots.shape[0] == 0:
+                continue
+            if l2:
+                est = estimate_reference(codes, factors, qrot - index._centroids_rot[b],
+                                         -2.0, coarse[b], 1.0)
+            else:
+                est = estimate_reference(codes, factors, qrot, -1.0, coarse[b], 0.0)
+            keys.append(est)
+            slots.append(bucket_slots)
+        if not keys:
+            continue
+        _, cand = _select(np.concatenate(keys), np.concatenate(slots), keep)
+        vecs = store.vectors[cand]
+        exact = l2_reference(vecs, qv) if l2 else -dot_reference(vecs, qv)
+        ids = store.slot_ids[cand]
+        top = np.lexsort((ids, exact))[:k]
+        out_d[row, :top.shape[0]] = exact[top] if l2 else -exact[top]
+        out_i[row, :top.shape[0]] = ids[top]
+    return out_d, out_i
+
+
+# ------------------------------------------------------------------------ comparing
+def _better_or_equal(found: np.ndarray, limit: np.ndarray, metric: str) -> np.ndarray:
+    slack = TIE_RTOL * np.abs(limit) + TIE_ATOL
+    return found <= limit + slack if metric == "l2" else found >= limit - slack
+
+
+def recall_at_k(found_ids: Any, true_ids: Any, k: int, true_distances: Any = None,
+                found_distances: Any = None, *, metric: str = "l2") -> float:
+    """Mean recall@k of search results against exact ground truth, allowing distance ties.
+
+    A returned id counts when it is among the ``k`` true neighbours or, when distances
+    are given, when its distance is at least as good as the k-th true distance (within
+    :data:`TIE_RTOL` / :data:`TIE_ATOL`): an index that returns another member of a group
+    of equally distant vectors is not penalised.  Ids -1 (padding) and repeated ids in a
+    row count nothing.
+
+    Parameters
+    ----------
+    found_ids : array-like of shape (n_queries, >= k)
+        Ids returned by the index, best first.
+    true_ids : array-like of shape (n_queries, >= k)
+        Exact neighbours, best first.
+    k : int
+    true_distances : array-like of shape (n_queries, >= k), optional
+        Exact distances of ``true_ids``.
+    found_distances : array-like of shape (n_queries, >= k), optional
+        Distances returned with ``found_ids`` (binidx returns exact ones after rerank).
+        Give both distance arrays or neither.
+    metric : {"l2", "ip", "cosine"}, default "l2"
+        Direction of the distances: smaller is better for l2, larger for ip / cosine.
+
+    Returns
+    -------
+    float
+        Recall in [0, 1], averaged over queries.
+
+    Examples
+    --------
+    >>> recall_at_k([[3, 1, 9]], [[1, 3, 4]], k=2)
+    1.0
+    >>> recall_at_k([[3, 9]], [[3, 4]], k=2, true_distances=[[1.0, 2.0]],
+    ...             found_distances=[[1.0, 2.0]])
+    1.0
+    """
+    found = np.asarray(found_ids, dtype=np.int64)
+    true = np.asarray(true_ids, dtype=np.int64)
+    if found.ndim != 2 or true.ndim != 2 or found.shape[0] != true.shape[0]:
+        raise ValueError(f"found_ids {found.shape} and true_ids {true.shape} must be 2-D "
+                         "with one row per query")
+    if true.shape[1] < k:
+        raise ValueError(f"the ground truth has {true.shape[1]} neighbours per query, fewer than k={k}")
+    if (true_distances is None) != (found_distances is None):
+        raise ValueError("give both true_distances and found_distances, or neither")
+    found = found[:, :k]
+    hit = (found[:, :, None] == true[:, None, :k]).any(axis=2)
+    if true_distances is not None:
+        kth = np.asarray(true_distances, dtype=np.float64)[:, k - 1]
+        fd = np.asarray(found_distances, dtype=np.float64)[:, :k]
+        hit |= _better_or_equal(fd, kth[:, None], metric)
+    # Padding and the later copies of a repeated id count nothing.
+    repeated = np.zeros(found.shape, dtype=bool)
+    for j in range(1, found.shape[1]):
+        repeated[:, j] = (found[:, :j] == found[:, j:j + 1]).any(axis=1)
+    hit &= (found >= 0) & ~repeated
+    return float(hit.sum(axis=1).mean() / k)
+
+
+def neighbour_mismatch(distances: Any, ids: Any, true_distances: Any, true_ids: Any, *,
+                       rtol: float = 1e-4, atol: float = 1e-4) -> str | None:
+    """Describe how a k-NN result differs from the exact one beyond ties, or return None.
+
+    The two agree when, row by row: the distances are close to the exact ones
+    (``np.isclose`` with ``rtol``/``atol``, padding included); the ids are distinct apart
+    from -1; and every group of positions whose exact distances are within tolerance of
+    each other holds the same set of ids.  A group cut by the last column may hold any of
+    its members; pass the exact result with one or more extra columns so that such a
+    group is known in full (a group that runs to the end of the exact result is not
+    checked, as it may continue beyond it).
+
+    Parameters
+    ----------
+    distances, ids : array-like of shape (n_queries, k)
+        The result to check.
+    true_distances, true_ids : array-like of shape (n_queries, k_true), k_true >= k
+        The exact result (for example from :func:`binidx.exact_search` with ``k + 1``).
+    rtol, atol : float
+        Tolerance of the distance comparison (float32 rerank vs float64 brute force).
+
+    Returns
+    -------
+    str or None
+        ``None`` when the results agree; otherwise a message naming the first row and
+        columns that differ.
+
+    Examples
+    --------
+    >>> neighbour_mismatch([[0.0, 1.0]], [[4, 8]], [[0.0, 1.0, 1.0]], [[4, 2, 8]]) is None
+    True
+    >>> neighbour_mismatch([[0.0, 1.0]], [[4, 8]], [[0.0, 1.0, 2.0]], [[4, 2, 8]])
+    'row 0 columns 1:2: ids [8] but exact [2] (distances [1.0])'
+    """
+    d, i = np.asarray(distances, np.float64), np.asarray(ids, np.int64)
+    td, ti = np.asarray(true_distances, np.float64), np.asarray(true_ids, np.int64)
+    k, k_true = d.shape[-1], td.shape[-1]
+    if d.ndim != 2 or d.shape != i.shape or td.shape != ti.shape or td.shape[0] != d.shape[0] \
+            or k_true < k:
+        return f"shapes differ: {d.shape}/{i.shape} vs exact {td.shape}/{ti.shape}"
+    close = np.isclose(d, td[:, :k], rtol=rtol, atol=atol) | (d == td[:, :k])
+    if not close.all():
+        r, c = np.argwhere(~close)[0]
+        return f"row {r} column {c}: distance {d[r, c]!r} but exact {td[r, c]!r}"
+    for r in range(d.shape[0]):
+        live = i[r][i[r] >= 0]
+        if np.unique(live).shape[0] != live.shape[0]:
+            return f"row {r}: repeated ids {i[r].tolist()}"
+        if not np.array_equal(i[r] < 0, ti[r, :k] < 0):
+            return f"row {r}: padding differs: {i[r].tolist()} vs exact {ti[r, :k].tolist()}"
+        # Split the exact row into groups of tied distances.
+        same = np.isclose(td[r, 1:], td[r, :-1], rtol=rtol, atol=atol) | (td[r, 1:] == td[r, :-1])
+        starts = np.concatenate([[0], np.flatnonzero(~same) + 1, [k_true]])
+        for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist()):
+            if lo >= k:
+                break
+            got, want = set(i[r, lo:min(hi, k)].tolist()), set(ti[r, lo:hi].tolist())
+            if hi <= k:
+                ok = got == want
+            else:
+                ok = hi == k_true or got <= want  # cut tie: any of its members will do
+            if not ok:
+                return (f"row {r} columns {lo}:{min(hi, k)}: ids {sorted(got)} but exact "
+                        f"{ti[r, lo:hi].tolist()} (distances {td[r, lo:hi].tolist()})")
+    return None

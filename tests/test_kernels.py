@@ -1,0 +1,262 @@
+"""The compiled kernels against the pure-NumPy oracles of binidx._reference.
+
+The kernels are compiled without FMA contraction and accumulate in a fixed order, and the
+oracles repeat the same float32 operations in the same order, so every comparison here is
+exact (``np.array_equal``), on every kernel path this CPU can run.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import binidx
+from binidx import _codes
+from binidx import _reference as ref
+
+_search = pytest.importorskip("binidx._kernels._search")
+
+# Every code length class the AVX-512 scan distinguishes: under 4 words, whole 512-bit
+# chunks, and partial last chunks; up to the 1024-bit maximum.
+N_BITS = [64, 128, 192, 256, 320, 448, 512, 576, 960, 1024]
+
+
+def random_codes(rng: np.random.Generator, n: int, n_words: int) -> np.ndarray:
+    return rng.integers(0, np.iinfo(np.uint64).max, size=(n, n_words), dtype=np.uint64,
+                        endpoint=True)
+
+
+def random_factors(rng: np.random.Generator, n: int) -> np.ndarray:
+    f = np.empty((n, 2), np.float32)
+    f[:, 0] = rng.uniform(0.0, 3.0, n)
+    f[:, 1] = rng.uniform(0.0, 50.0, n)
+    return f
+
+
+# ------------------------------------------------------------------------ quantize
+@pytest.mark.parametrize("n_bits", N_BITS)
+def test_quantize_matches_reference(kernel_path, n_bits):
+    rng = np.random.default_rng(n_bits)
+    cases = [
+        rng.standard_normal(n_bits).astype(np.float32),
+        (rng.standard_normal(n_bits) * 1e4 + 3e4).astype(np.float32),      # far from 0
+        rng.exponential(size=n_bits).astype(np.float32) ** 3,              # skewed
+        np.round(rng.standard_normal(n_bits) * 4).astype(np.float32),      # many repeats
+    ]
+    for w in cases:
+        planes, c1, c2, sum_w = _search.quantize(w)
+        want_planes, want_c1, want_c2, want_sum = ref.quantize_reference(w)
+        assert planes.dtype == np.uint64 and planes.shape == (4, n_bits // 64)
+        assert np.array_equal(planes, want_planes)
+        assert (c1, c2, sum_w) == (want_c1, want_c2, want_sum)
+
+
+def test_quantize_constant_query(kernel_path):
+    # max == min: delta is 0, every value quantises to level 0.
+    w = np.full(128, -2.5, np.float32)
+    planes, c1, c2, sum_w = _search.quantize(w)
+    assert not planes.any()
+    assert (c1, c2, sum_w) == (-5.0, 0.0, -320.0)
+    assert (c1, c2, sum_w) == ref.quantize_reference(w)[1:]
+
+
+def test_quantize_reference_is_a_4bit_rounding():
+    """The oracle itself: de-quantised values are within half a step of the input."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal(256).astype(np.float32)
+    planes, c1, c2, sum_w = ref.quantize_reference(w)
+    bits = np.unpackbits(planes.view(np.uint8), bitorder="little").reshape(4, 256)
+    u = (bits * (1 << np.arange(4))[:, None]).sum(axis=0)
+    lo, delta = c1 / 2, c2 / 2
+    assert u.min() == 0 and u.max() == 15
+    assert np.abs(lo + delta * u - w).max() <= delta / 2 * (1 + 1e-5)
+    assert sum_w == pytest.approx(lo * 256 + delta * u.sum(), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- scan
+@pytest.mark.parametrize("n_bits", N_BITS)
+def test_scan_matches_reference(kernel_path, n_bits):
+    rng = np.random.default_rng(1000 + n_bits)
+    n_words = n_bits // 64
+    for n in (1, 7, 8, 9, 37):
+        codes = random_codes(rng, n, n_words)
+        codes[0] = 0                          # all -1 signs
+        if n > 1:
+            codes[1] = np.iinfo(np.uint64).max  # all +1 signs
+        factors = random_factors(rng, n)
+        w = rng.standard_normal(n_bits).astype(np.float32)
+        planes, c1, c2, sum_w = _search.quantize(w)
+        for alpha, beta, gamma in ((-2.0, 17.25, 1.0), (-1.0, -0.375, 0.0)):  # l2, ip
+            got = _search.scan(codes, factors, planes, c1, c2, sum_w, alpha, beta, gamma)
+            want = ref.scan_reference(codes, factors, planes, c1, c2, sum_w, alpha, beta, gamma)
+            assert got.dtype == np.float32 and got.shape == (n,)
+            assert np.array_equal(got, want), (n, alpha)
+            assert np.array_equal(got, ref.estimate_reference(codes, factors, w, alpha, beta, gamma))
+
+
+def test_scan_empty_bucket(kernel_path):
+    out = _search.scan(np.zeros((0, 2), np.uint64), np.zeros((0, 2), np.float32),
+                       np.zeros((4, 2), np.uint64), 1.0, 1.0, 0.0, -2.0, 0.0, 1.0)
+    assert out.shape == (0,)
+
+
+def test_scan_counts_bits():
+    """With planes that select single bits, the estimate exposes popcounts exactly."""
+    rng = np.random.default_rng(5)
+    codes = random_codes(rng, 16, 4)
+    planes = np.zeros((4, 4), np.uint64)
+    planes[0] = np.iinfo(np.uint64).max        # acc = popcount(b)
+    factors = np.ones((16, 2), np.float32)
+    # c1 = 1, c2 = 0: sw = pc; alpha = 1, beta = gamma = 0 -> estimate = popcount.
+    got = _search.scan(codes, factors, planes, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+    assert np.array_equal(got, np.bitwise_count(codes).sum(axis=1).astype(np.float32))
+    # c1 = 0, c2 = 1: sw = acc = popcount(b & all ones) = popcount(b) as well.
+    got = _search.scan(codes, factors, planes, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)
+    assert np.array_equal(got, np.bitwise_count(codes).sum(axis=1).astype(np.float32))
+
+
+def test_estimator_is_unbiased_and_sharpens_with_bits():
+    """The codes + estimator give unbiased inner products whose noise falls with n_bits.
+
+    For random residuals x and a query y, E[estimate | <x, y>] = <x, y> (RaBitQ's
+    correction factor): the regression slope is 1 and the mean error 0; with twice the
+    bits the correlation rises (measured: 0.79 at 1 bit per dimension, 0.88 at 2).
+    """
+    rng = np.random.default_rng(11)
+    dim, n = 128, 2000
+    residuals = rng.standard_normal((n, dim)).astype(np.float32)
+    y = rng.standard_normal(dim).astype(np.float32)
+    true = residuals.astype(np.float64) @ y
+    corr = {}
+    for n_bits in (128, 256):
+        projection, scale = _codes.make_projection(dim, n_bits, rng)
+        codes, factors = _codes.encode(residuals, projection, scale)
+        # ip constants (alpha=-1, beta=0, gamma=0): estimate of -<x, y>.
+        est = -ref.estimate_reference(codes, factors, projection @ y, -1.0, 0.0, 0.0)
+        slope = np.cov(est, true)[0, 1] / np.var(true)
+        assert abs(slope - 1) < 0.1, n_bits
+        assert abs(np.mean(est - true)) < 0.05 * np.std(true), n_bits
+        corr[n_bits] = np.corrcoef(est, true)[0, 1]
+    assert corr[128] > 0.7
+    assert corr[256] > corr[128] + 0.04
+
+
+# ----------------------------------------------------------------- float distances
+@pytest.mark.parametrize("d", [1, 7, 15, 16, 17, 33, 100, 128, 384])
+def test_pairwise_matches_reference(kernel_path, d):
+    rng = np.random.default_rng(d)
+    a = rng.standard_normal((25, d)).astype(np.float32)
+    b = rng.standard_normal((25, d)).astype(np.float32)
+    l2 = _search.pairwise(a, b, 0)
+    dot = _search.pairwise(a, b, 1)
+    assert np.array_equal(l2, ref.l2_reference(a, b))
+    assert np.array_equal(dot, ref.dot_reference(a, b))
+    # And both are the true values up to float32 summation error.
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    np.testing.assert_allclose(l2, ((a64 - b64) ** 2).sum(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(dot, (a64 * b64).sum(axis=1), rtol=1e-4, atol=1e-5)
+
+
+def test_matvec_reference_is_a_matrix_product():
+    rng = np.random.default_rng(2)
+    at = rng.standard_normal((40, 70)).astype(np.float32)
+    q = rng.standard_normal(40).astype(np.float32)
+    np.testing.assert_allclose(ref.matvec_t_reference(at, q), at.T.astype(np.float64) @ q,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_hamming_reference_against_python_popcount():
+    rng = np.random.default_rng(9)
+    a, b = random_codes(rng, 5, 3), random_codes(rng, 4, 3)
+    want = [[sum((int(x) ^ int(y)).bit_count() for x, y in zip(ra, rb)) for rb in b] for ra in a]
+    assert ref.hamming_reference(a, b).tolist() == want
+    assert not ref.hamming_reference(a, a).diagonal().any()
+
+
+# ------------------------------------------------------------------------- packing
+@pytest.mark.parametrize("n_bits", [64, 192, 1024])
+def test_pack_signs_bit_order(n_bits):
+    rng = np.random.default_rng(n_bits)
+    z = rng.standard_normal((9, n_bits)).astype(np.float32)
+    z[0] = 0.0                                   # zero is not positive: bit 0
+    codes = _codes.pack_signs(z)
+    assert codes.dtype == np.uint64 and codes.shape == (9, n_bits // 64)
+    bits = np.unpackbits(codes.astype("<u8").view(np.uint8), axis=1, bitorder="little")
+    assert np.array_equal(bits.astype(bool), z > 0)
+    # Bit i of the code is coordinate i: word i // 64, bit i % 64.
+    for i in (0, 1, 63, n_bits - 1):
+        one = np.full((1, n_bits), -1.0, np.float32)
+        one[0, i] = 1.0
+        word = _codes.pack_signs(one)[0]
+        assert word[i // 64] == np.uint64(1) << np.uint64(i % 64)
+        assert np.count_nonzero(word) == 1
+
+
+# ---------------------------------------------------------------- whole searches
+def _mixture(n, dim, seed):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((12, dim)) * 3
+    return (centers[rng.integers(12, size=n)] + rng.standard_normal((n, dim))).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+@pytest.mark.parametrize("dim,n_bits", [(24, 64), (40, 128), (100, 64)])
+def test_search_matches_reference(kernel_path, metric, dim, n_bits):
+    """Probe choice, quantisation, scan, candidate selection, rerank and top-k, end to end.
+
+    ``n_rerank = k`` makes the returned ids exactly the k best estimates, so any
+    difference in the estimator shows; ``(100, 64)`` uses a projection to fewer bits
+    than dimensions.
+    """
+    x = _mixture(1500, dim, seed=dim)
+    q = _mixture(12, dim, seed=dim + 1)
+    index = binidx.build(x, metric=metric, n_bits=n_bits, n_lists=24, seed=3)
+    for n_probe, n_rerank, k in ((1, 10, 10), (3, 10, 10), (6, 40, 10), (24, 5, 7), (2, 1, 200)):
+        got = index.search(q, k=k, n_probe=n_probe, n_rerank=n_rerank)
+        want = ref.search_reference(index, q, k, n_probe, n_rerank)
+        assert np.array_equal(got.ids, want[1]), (n_probe, n_rerank, k)
+        assert np.array_equal(got.distances, want[0]), (n_probe, n_rerank, k)
+
+
+def test_search_matches_reference_on_sift(kernel_path, sift, sift_index):
+    q = sift.queries[:8]
+    for n_probe, n_rerank in ((4, 10), (20, 50)):
+        got = sift_index.search(q, k=10, n_probe=n_probe, n_rerank=n_rerank)
+        want = ref.search_reference(sift_index, q, 10, n_probe, n_rerank)
+        assert np.array_equal(got.ids, want[1])
+        assert np.array_equal(got.distances, want[0])
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_all_paths_give_identical_searches(metric):
+    paths = _supported_paths()
+    if len(paths) < 2:
+        pytest.skip("this CPU runs only the generic kernels")
+    x = _mixture(4000, 72, seed=4)
+    q = _mixture(50, 72, seed=5)
+    results = {}
+    before = _search.active_path()
+    try:
+        for n_bits in (64, 256, 576):
+            index = binidx.build(x, metric=metric, n_bits=n_bits, seed=1)
+            for path in paths:
+                _search.set_path(path)
+                results[n_bits, path] = index.search(q, k=20, n_probe=5, n_rerank=20)
+    finally:
+        _search.set_path(before)
+    for (n_bits, path), (d, i) in results.items():
+        d0, i0 = results[n_bits, "generic"]
+        assert np.array_equal(i, i0), (n_bits, path)
+        assert np.array_equal(d, d0), (n_bits, path)
+
+
+def _supported_paths():
+    return list(_search.PATH_NAMES[:_search.PATH_NAMES.index(_search.best_path()) + 1])
+
+
+def test_set_path_refuses_unknown_and_unsupported():
+    with pytest.raises(ValueError, match="unknown kernel path 'sse9'"):
+        _search.set_path("sse9")
+    if _search.best_path() != "avx512":
+        with pytest.raises(ValueError, match="cannot run the 'avx512' kernels"):
+            _search.set_path("avx512")
+    assert _search.active_path() == _search.best_path()

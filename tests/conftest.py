@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import binidx
@@ -78,10 +77,3 @@ def kernel_path(request) -> str:
     yield request.param
     k.set_path(before)
 
-
-def gaussian_mixture(n: int, dim: int, seed: int, n_centers: int = 20) -> np.ndarray:
-    """Clustered float32 test vectors: a Gaussian blob around each of ``n_centers`` centres."""
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((n_centers, dim)) * 3.0
-    labels = rng.integers(n_centers, size=n)
-    return (centers[labels] + rng.standard_normal((n, dim))).astype(np.float32)

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _format
 from ._storage import BLOCK, n_blocks
+from .index import CODE_LAYOUT
 from ._validation import first_duplicate
 from .errors import IndexFormatError
 
@@ -26,8 +27,9 @@ _SECTIONS = {
     "list_sizes": ("<i8", 1),
     "codes": ("<u8", 3),
     "factors": ("<f4", 3),
-    "ids": ("<i8", 1),
+    "list_slots": ("<i4", 1),
     "vectors": ("<f4", 2),
+    "slot_ids": ("<i8", 1),
 }
 
 MMAP_READ_ONLY = ("it was loaded with mmap=True and its arrays are read-only views of the file; "
@@ -151,38 +153,52 @@ def _check_consistency(params: dict, arrays: dict, *, check_duplicates: bool) ->
         if arrays:
             bad("an untrained index carries arrays")
         return
+    layout = params.get("layout")
+    if layout != CODE_LAYOUT:
+        raise IndexFormatError(
+            f"its codes are laid out as {layout!r}, this binidx reads {CODE_LAYOUT!r}; the file "
+            "was written by a pre-release development build: rebuild the index from its vectors"
+        )
     for name, (dtype, ndim) in _SECTIONS.items():
         if name not in arrays:
             bad(f"section {name!r} is missing")
         a = arrays[name]
         if a.dtype != np.dtype(dtype) or a.ndim != ndim:
-            bad(f"section {name!r} has dtype {a.dtype} and {a.ndim} dimensions, "
-                f"expected {dtype} and {ndim}")
+            bad(f"section {name!r} has dtype {a.dtype} and {a.ndim} dimensions, expected {dtype} and {ndim}")
     dim, n_bits = int(params["dim"]), int(params["n_bits"])
     n_lists = arrays["centroids"].shape[0]
-    n = arrays["ids"].shape[0]
+    n_slots = arrays["slot_ids"].shape[0]
     sizes = arrays["list_sizes"]
     if sizes.shape != (n_lists,):
         bad(f"section 'list_sizes' has shape {sizes.shape}, expected {(n_lists,)}")
-    if (sizes < 0).any() or int(sizes.sum()) != n:
-        bad(f"bucket sizes add up to {int(sizes.sum())}, but there are {n} vectors")
+    if (sizes < 0).any():
+        bad("negative bucket sizes")
+    n = int(sizes.sum())
     blocks = int(n_blocks(sizes).sum())
     expect = {
         "centroids": (n_lists, dim),
         "projection": (n_bits, dim),
         "codes": (blocks, n_bits // 64, BLOCK),
         "factors": (blocks, 2, BLOCK),
-        "vectors": (n, dim),
+        "list_slots": (n,),
+        "vectors": (n_slots, dim),
     }
     for name, shape in expect.items():
         if arrays[name].shape != shape:
             bad(f"section {name!r} has shape {arrays[name].shape}, expected {shape}")
     if n_lists < 1 or params.get("n_lists") != n_lists:
         bad(f"n_lists={params.get('n_lists')} but there are {n_lists} centroids")
-    if n and (arrays["ids"] < 0).any():
-        bad("negative ids")
-    dup = first_duplicate(arrays["ids"]) if check_duplicates else None
-    if dup is not None:
-        bad(f"id {dup} occurs more than once")
+    # The kernels index the vectors by these slots: each must be in range, used once,
+    # and name a live slot; and the live ids must be distinct.
+    slots, slot_ids = arrays["list_slots"], arrays["slot_ids"]
+    if n and (int(slots.min()) < 0 or int(slots.max()) >= n_slots):
+        bad(f"a bucket refers to a slot outside 0..{n_slots - 1}")
+    if n and int(np.bincount(slots, minlength=n_slots).max()) > 1:
+        bad("a slot is listed in more than one bucket position")
+    live = slot_ids >= 0
+    if int(live.sum()) != n or (n and not live[slots].all()):
+        bad("the slots listed in the buckets are not exactly the slots holding an id")
+    if n and np.unique(slot_ids[live]).size != n:
+        bad("an id is stored twice")
     if not isinstance(params.get("scale"), (int, float)) or not np.isfinite(params["scale"]):
         bad("the encoder scale is missing or not finite")

@@ -69,9 +69,10 @@ class BucketStore:
         codes = np.zeros((blocks, self.n_words, BLOCK), np.uint64)
         factors = np.zeros((blocks, 2, BLOCK), np.float32)
         slots = np.zeros(blocks * BLOCK, np.int32)
+        size = int(self.sizes[b])
         codes[:used] = self.codes[b][:used]
         factors[:used] = self.factors[b][:used]
-        slots[:used * BLOCK] = self.slots[b][:used * BLOCK]
+        slots[:size] = self.slots[b][:size]
         self.codes[b], self.factors[b], self.slots[b] = codes, factors, slots
         self._refresh_pointers(b)
 
@@ -106,8 +107,8 @@ class BucketStore:
     def remove(self, labels: np.ndarray, slots: np.ndarray) -> None:
         """Remove the given slots, ``labels[i]`` being the bucket holding ``slots[i]``."""
         for b in np.unique(labels).tolist():
-            if not self.codes[b].flags.writeable:
-                self._reserve(b, self.slots[b].shape[0] + 1)  # copy a read-only view first
+            if self.slots[b].shape[0] < self.codes[b].shape[0] * BLOCK:
+                self._reserve(b, self.codes[b].shape[0] * BLOCK)  # a loaded view: own it first
             codes, factors, live = self._read_rows(b)
             keep = ~np.isin(live, slots[labels == b])
             kept = int(keep.sum())
@@ -115,20 +116,20 @@ class BucketStore:
             self.sizes[b] = kept
 
     @classmethod
-    def from_arrays(cls, sizes: np.ndarray, codes: np.ndarray, factors: np.ndarray) -> "BucketStore":
-        """Buckets whose blocks are consecutive slices of blocked ``codes`` / ``factors``;
-        slots number the vectors consecutively, bucket after bucket.
+    def from_arrays(cls, sizes: np.ndarray, codes: np.ndarray, factors: np.ndarray,
+                    list_slots: np.ndarray) -> "BucketStore":
+        """Buckets whose blocks are consecutive slices of blocked ``codes`` / ``factors``
+        and whose slots are consecutive slices of ``list_slots`` (bucket after bucket).
 
-        The slices are views (zero-copy when the arrays are memory-mapped)."""
+        The slices are views (zero-copy when the arrays are memory-mapped); a bucket is
+        copied into arrays of its own the first time it changes."""
         store = cls(sizes.shape[0], codes.shape[1])
         block_offsets = np.concatenate([[0], np.cumsum(n_blocks(sizes))]).astype(np.int64)
         slot_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         for b in range(store.n_lists):
-            lo, hi = int(block_offsets[b]), int(block_offsets[b + 1])
-            store.codes[b] = codes[lo:hi]
-            store.factors[b] = factors[lo:hi]
-            first = int(slot_offsets[b])
-            store.slots[b] = np.arange(first, first + (hi - lo) * BLOCK, dtype=np.int32)
+            store.codes[b] = codes[block_offsets[b]:block_offsets[b + 1]]
+            store.factors[b] = factors[block_offsets[b]:block_offsets[b + 1]]
+            store.slots[b] = list_slots[slot_offsets[b]:slot_offsets[b + 1]]
             store._refresh_pointers(b)
         store.sizes[:] = sizes
         return store
@@ -164,11 +165,15 @@ class VectorStore:
         self._id_to_slot: dict[int, int] | None = {}
 
     @classmethod
-    def from_arrays(cls, vectors: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> "VectorStore":
-        """A store whose slots 0..n-1 hold ``vectors`` (kept as given, e.g. memory-mapped)."""
+    def from_arrays(cls, vectors: np.ndarray, slot_ids: np.ndarray, slot_labels: np.ndarray) -> "VectorStore":
+        """A store over ``vectors`` / ``slot_ids`` as given (e.g. memory-mapped): slot i
+        holds ``vectors[i]`` with id ``slot_ids[i]``, or is free when that id is -1."""
         store = cls(vectors.shape[1])
-        store.vectors, store.slot_ids, store.slot_labels = vectors, ids, labels
-        store.high_water = store.n_live = vectors.shape[0]
+        store.vectors, store.slot_ids, store.slot_labels = vectors, slot_ids, slot_labels
+        store.high_water = vectors.shape[0]
+        free = np.flatnonzero(slot_ids < 0)
+        store.free = free.tolist()
+        store.n_live = store.high_water - free.size
         store._id_to_slot = None
         return store
 
@@ -182,11 +187,16 @@ class VectorStore:
     def __len__(self) -> int:
         return self.n_live
 
-    def _grow(self, needed: int) -> None:
+    def reserve(self, n_more: int) -> None:
+        """Make room for ``n_more`` new vectors now, in one allocation of the exact size
+        (growing step by step would keep an old and a 1.5x larger copy alive together)."""
+        self._grow(self.high_water + max(0, n_more - len(self.free)), exact=True)
+
+    def _grow(self, needed: int, exact: bool = False) -> None:
         capacity = self.vectors.shape[0]
         if needed <= capacity:
             return
-        new_capacity = max(needed, int(capacity * _GROWTH), 1024)
+        new_capacity = needed if exact else max(needed, int(capacity * _GROWTH), 1024)
         vectors = np.empty((new_capacity, self.dim), np.float32)
         vectors[:self.high_water] = self.vectors[:self.high_water]
         slot_ids = np.full(new_capacity, -1, np.int64)

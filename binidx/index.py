@@ -28,6 +28,8 @@ from .errors import InvalidInputError, NotTrainedError, ReadOnlyIndexError
 _ADD_BLOCK = 65536
 # Largest number of vectors one Index holds: slots are int32 in the inverted lists.
 MAX_VECTORS = 2**31 - 1
+# How codes are laid out in the inverted lists (and in files): blocks of 8 codes.
+CODE_LAYOUT = "blocked8"
 
 
 def _default_threads() -> int:
@@ -379,6 +381,18 @@ class Index:
                 "given ids are not); check the ids, or pass missing='ignore' to remove()"
             )
 
+    def reserve(self, n: int) -> None:
+        """Allocate room for ``n`` more vectors at once.
+
+        Optional: adding in many batches otherwise grows the float vector array step by
+        step, and each step briefly holds the old and the new array.  Call it before
+        streaming a large file in batches to keep peak memory near the data size.
+        """
+        n = check_positive_int(n, "n", minimum=0)
+        self._require_writable("reserve memory")
+        with self._lock.write():
+            self._store.reserve(n)
+
     # -------------------------------------------------------------------- search
     def search(self, q: Any, k: int = 10, n_probe: int | None = None,
                n_rerank: int | None = None, n_threads: int | None = None) -> SearchResult:
@@ -527,8 +541,9 @@ class Index:
     def _get_state(self) -> tuple[dict, dict]:
         """The index as a parameter dict and named flat arrays (what files store).
 
-        Live rows are written bucket by bucket; the i-th row of ``codes``, ``factors``,
-        ``vectors`` and ``ids`` is one vector, and ``list_sizes`` splits them into buckets.
+        Buckets are concatenated (``list_sizes`` splits ``codes``, ``factors`` and
+        ``list_slots`` again); ``vectors`` and ``slot_ids`` are the slot-indexed arrays
+        themselves, free slots having id -1, so saving copies no vector.
         """
         params = {"dim": self._dim, "metric": self._metric, "n_bits": self._n_bits,
                   "seed": self._seed, "n_lists": self.n_lists, "n_probe": self._n_probe,
@@ -536,11 +551,14 @@ class Index:
         arrays: dict[str, np.ndarray] = {}
         if self.is_trained:
             with self._lock.read():
-                sizes, codes, factors, slots = self._buckets.export()
+                sizes, codes, factors, list_slots = self._buckets.export()
+                hw = self._store.high_water
                 params["scale"] = self._scale
+                params["layout"] = CODE_LAYOUT
                 arrays = {"centroids": self._centroids, "projection": self._projection,
                           "list_sizes": sizes, "codes": codes, "factors": factors,
-                          "ids": self._store.slot_ids[slots], "vectors": self._store.vectors[slots]}
+                          "list_slots": list_slots, "vectors": self._store.vectors[:hw],
+                          "slot_ids": self._store.slot_ids[:hw]}
         return params, arrays
 
     @classmethod
@@ -559,9 +577,12 @@ class Index:
         if params.get("is_trained"):
             index._set_trained_state(arrays["centroids"], arrays["projection"], params["scale"])
             sizes = np.asarray(arrays["list_sizes"], dtype=np.int64)
-            index._buckets = BucketStore.from_arrays(sizes, arrays["codes"], arrays["factors"])
-            labels = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
-            index._store = VectorStore.from_arrays(arrays["vectors"], arrays["ids"], labels)
+            list_slots = arrays["list_slots"]
+            index._buckets = BucketStore.from_arrays(sizes, arrays["codes"], arrays["factors"],
+                                                     list_slots)
+            slot_labels = np.full(arrays["slot_ids"].shape[0], -1, dtype=np.int32)
+            slot_labels[list_slots] = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
+            index._store = VectorStore.from_arrays(arrays["vectors"], arrays["slot_ids"], slot_labels)
         index._read_only_reason = read_only_reason
         return index
 

@@ -17,13 +17,13 @@ naming the file, the record at fault (when there is one) and what is wrong.
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Union
 
 import numpy as np
 
+from ._format import atomic_write
 from .errors import InvalidInputError, VectorFileError
 
 __all__ = [
@@ -811,45 +811,17 @@ def write_vectors(path: PathLike, array: Any) -> None:
     folder = os.path.dirname(os.path.abspath(file))
     if not os.path.isdir(folder):
         raise VectorFileError(f"{file}: cannot write: folder {folder} does not exist")
-    tmp = os.path.join(folder, f".{os.path.basename(file)}.{secrets.token_hex(6)}.tmp")
+
+    def emit(f: Any) -> None:
+        if fmt in _TEXMEX:
+            _write_texmex(f, arr, file, fmt)
+        elif fmt == "npy":
+            np.save(f, np.asarray(arr), allow_pickle=False)
+        else:
+            _write_text(f, arr, fmt)
+
     try:
-        # 0o666 so the finished file gets the usual permissions under the user's umask.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            if fmt in _TEXMEX:
-                _write_texmex(f, arr, file, fmt)
-            elif fmt == "npy":
-                np.save(f, np.asarray(arr), allow_pickle=False)
-            else:
-                _write_text(f, arr, fmt)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
+        # Temporary file in the same folder, fsync, rename, folder fsync (binidx._format).
+        atomic_write(file, emit)
     except OSError as exc:
-        _remove_quietly(tmp)
         raise VectorFileError(f"{file}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename itself durable; not possible on every platform, so best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

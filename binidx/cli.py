@@ -347,6 +347,7 @@ def _add_streaming(index: Any, spec: str, ids: np.ndarray | None, out: _Output,
                    n: int, ids_spec: str | None) -> None:
     """Add every vector of ``spec`` block by block; errors name the record."""
     done = 0
+    index.reserve(n)  # one allocation of the final size: no old + grown copy at once
     with out.progress(n, "adding", "vec") as bar:
         for block in vecio.iter_vector_chunks(spec, CHUNK_ROWS):
             block_ids = None if ids is None else ids[done:done + block.shape[0]]
@@ -670,10 +671,7 @@ def _histogram(sizes: np.ndarray) -> list[str]:
 
 
 def _list_sizes(index: Any) -> np.ndarray:
-    if getattr(index, "list_sizes", None) is not None:
-        sizes = index.list_sizes
-        return np.asarray(sizes() if callable(sizes) else sizes, dtype=np.int64)
-    return np.asarray(index._buckets.sizes, dtype=np.int64)
+    return index.list_sizes()
 
 
 def _cmd_info(args: argparse.Namespace, out: _Output) -> int:

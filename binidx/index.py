@@ -381,6 +381,12 @@ class Index:
                 "given ids are not); check the ids, or pass missing='ignore' to remove()"
             )
 
+    def list_sizes(self) -> np.ndarray:
+        """Number of vectors in each bucket, as an int64 array of shape (n_lists,)."""
+        self._require_trained("count bucket sizes")
+        with self._lock.read():
+            return self._buckets.sizes.copy()
+
     def reserve(self, n: int) -> None:
         """Allocate room for ``n`` more vectors at once.
 

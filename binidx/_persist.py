@@ -14,9 +14,8 @@ import numpy as np
 
 from . import _format
 from ._storage import BLOCK, n_blocks
-from .index import CODE_LAYOUT
-from ._validation import first_duplicate
 from .errors import IndexFormatError
+from .index import CODE_LAYOUT
 
 KIND = "binidx.Index"
 
@@ -92,13 +91,12 @@ def load(path: str | os.PathLike, *, mmap: bool = False):
 def load_with_params(path: str | os.PathLike, *, mmap: bool = False) -> tuple[Any, dict]:
     """:func:`load`, also returning the header's params (including any ``extra_params``)."""
     f = _format.read_index_file(path, mmap=mmap)
-    index = _assemble(f, os.fspath(path), read_only_reason=MMAP_READ_ONLY if mmap else None,
-                      verified=not mmap)
+    index = _assemble(f, os.fspath(path), read_only_reason=MMAP_READ_ONLY if mmap else None)
     return index, f.params
 
 
 def from_bytes(data: bytes):
-    return _assemble(_format.index_file_from_bytes(data), "pickled index", None, verified=True)
+    return _assemble(_format.index_file_from_bytes(data), "pickled index", None)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -119,21 +117,15 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return header
 
 
-def _assemble(f: _format.IndexFile, where: str, read_only_reason: str | None, *,
-              verified: bool):
-    """Check the content of a decoded file and build the Index.
-
-    ``verified`` says every section passed its checksum (not so for a mapped file); only
-    then are the ids checked for duplicates, which costs a sort: a mapped open must stay
-    fast, and an unverified file may give wrong results anyway (docs/format.md 1.5).
-    """
+def _assemble(f: _format.IndexFile, where: str, read_only_reason: str | None):
+    """Check the content of a decoded file and build the Index."""
     from .index import Index
 
     if f.kind != KIND:
         raise IndexFormatError(f"{where}: holds a {f.kind!r}, not a {KIND}")
     params, arrays = f.params, f.arrays
     try:
-        _check_consistency(params, arrays, check_duplicates=verified)
+        _check_consistency(params, arrays)
         return Index._from_state(params, arrays, read_only_reason=read_only_reason, copy=False)
     except IndexFormatError as exc:
         raise IndexFormatError(f"{where}: {exc}") from None
@@ -142,7 +134,7 @@ def _assemble(f: _format.IndexFile, where: str, read_only_reason: str | None, *,
             f"{where}: inconsistent index content ({exc!r}); the file is damaged") from None
 
 
-def _check_consistency(params: dict, arrays: dict, *, check_duplicates: bool) -> None:
+def _check_consistency(params: dict, arrays: dict) -> None:
     def bad(msg: str) -> None:
         raise IndexFormatError(f"inconsistent index content: {msg}; the file is damaged")
 
@@ -164,7 +156,8 @@ def _check_consistency(params: dict, arrays: dict, *, check_duplicates: bool) ->
             bad(f"section {name!r} is missing")
         a = arrays[name]
         if a.dtype != np.dtype(dtype) or a.ndim != ndim:
-            bad(f"section {name!r} has dtype {a.dtype} and {a.ndim} dimensions, expected {dtype} and {ndim}")
+            bad(f"section {name!r} has dtype {a.dtype} and {a.ndim} dimensions, "
+                f"expected {dtype} and {ndim}")
     dim, n_bits = int(params["dim"]), int(params["n_bits"])
     n_lists = arrays["centroids"].shape[0]
     n_slots = arrays["slot_ids"].shape[0]

@@ -333,7 +333,7 @@ class DurableIndex:
             if ids is None:
                 ids = np.arange(n, dtype=np.int64) + self._next_default_id()
             else:
-                ids = self._distinct_ids(ids, n)
+                ids = self._distinct_ids(ids, n, inserting=True)
                 present = [i for i in ids.tolist() if i in self._index]
                 if present:
                     raise KeyError(
@@ -351,7 +351,7 @@ class DurableIndex:
         with self._write_lock:
             self._check_usable("upsert vectors")
             x32 = self._vectors(x)
-            ids = self._distinct_ids(ids, x32.shape[0])
+            ids = self._distinct_ids(ids, x32.shape[0], inserting=True)
             self._log_and_apply("upsert", {"x": x32, "ids": ids})
         return ids
 
@@ -397,11 +397,16 @@ class DurableIndex:
         return x32
 
     @staticmethod
-    def _distinct_ids(ids: Any, n: int) -> np.ndarray:
+    def _distinct_ids(ids: Any, n: int, *, inserting: bool = False) -> np.ndarray:
+        # Every check Index makes on ids must be made here too, before logging: a
+        # logged operation that the Index then refuses would fail again on every replay.
         ids = as_ids(ids, n)
         dup = first_duplicate(ids)
         if dup is not None:
             raise InvalidInputError(f"ids contains {dup} more than once; ids must be distinct")
+        if inserting and ids.size and int(ids.min()) < 0:
+            raise InvalidInputError(f"ids must be >= 0 (negative ids are reserved: -1 marks "
+                                    f"a missing search result), got {int(ids.min())}")
         return ids
 
     def _next_default_id(self) -> int:

@@ -227,6 +227,8 @@ def test_rejected_operations_log_nothing_and_change_nothing(tmp_path: Path) -> N
             (lambda: db.upsert(x[:2], [1, 1]), InvalidInputError, "contains 1 more than once"),
             (lambda: db.add(x[:2], [1]), InvalidInputError, "1 entries but there are 2"),
             (lambda: db.remove([1.5]), BinidxError, "must be integers"),
+            (lambda: db.add(x[:1], [-3]), InvalidInputError, "ids must be >= 0"),
+            (lambda: db.upsert(x[:2], [4, -1]), InvalidInputError, "ids must be >= 0"),
             (lambda: db.remove([1], missing="skip"), InvalidInputError, "missing must be"),
         ]
         for call, error, match in bad:
@@ -236,6 +238,46 @@ def test_rejected_operations_log_nothing_and_change_nothing(tmp_path: Path) -> N
         ids, vectors = state(db)
         assert np.array_equal(ids, before[0]) and np.array_equal(vectors, before[1])
     assert os.path.getsize(tmp_path / LOG_NAME) == 32  # the log header only
+
+
+def test_refuses_exactly_what_the_index_refuses(tmp_path: Path) -> None:
+    """The durable index checks operations itself, before logging them; it must refuse
+    exactly what Index refuses, or a logged operation would fail on every replay."""
+    rng = np.random.default_rng(11)
+    x = mixture(200, 8, seed=12)
+    plain = binidx.build(x, metric="cosine", n_lists=3)
+    db = binidx.open(tmp_path, pickle.loads(pickle.dumps(plain)), sync="never")
+    bad_rows = [np.full(8, np.nan), np.zeros(8), np.full(8, np.inf), np.ones(8)]
+    refused = 0
+    for _ in range(300):
+        n = int(rng.integers(0, 4))
+        ids = rng.choice([-2, -1, 0, 1, 150, 199, 200, 201, 10**12], size=n).tolist()
+        rows = [bad_rows[int(rng.integers(4))] if rng.random() < 0.15 else x[rng.integers(200)]
+                for _ in range(n if rng.random() < 0.9 else n + 1)]
+        xs = np.array(rows, dtype=np.float32).reshape(-1, 8)
+        if rng.random() < 0.05:
+            xs = xs[:, :4]
+        kind = ["add", "upsert", "remove"][int(rng.integers(3))]
+        missing = "raise" if rng.random() < 0.7 else "ignore"
+        outcomes = []
+        for target in (plain, db):
+            try:
+                if kind == "remove":
+                    target.remove(ids, missing=missing)
+                else:
+                    getattr(target, kind)(xs, ids)
+                outcomes.append(None)
+            except (KeyError, ValueError, TypeError) as exc:
+                outcomes.append(type(exc))
+        assert (outcomes[0] is None) == (outcomes[1] is None), (kind, ids, xs, outcomes)
+        refused += outcomes[1] is not None
+    assert 50 < refused < 250, refused
+    expect = state(db)
+    db.close()
+    with binidx.open(tmp_path) as db:
+        ids, vectors = state(db)
+        assert np.array_equal(ids, expect[0]) and np.array_equal(vectors, expect[1])
+    assert np.array_equal(ids, plain.ids())
 
 
 def test_failure_after_logging_poisons_the_handle_and_replays_on_open(

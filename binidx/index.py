@@ -226,7 +226,7 @@ class Index:
         x : array-like of shape (n, dim)
             Vectors to add.
         ids : array-like of shape (n,), optional
-            Distinct int64 ids not yet in the index.  By default sequential ids starting
+            Distinct int64 ids >= 0 not yet in the index.  By default sequential ids starting
             after the largest id in the index (0, 1, 2, ... for a new index).
 
         Returns
@@ -252,7 +252,7 @@ class Index:
                 start = int(self._store.slot_ids.max()) + 1 if len(self) else 0
                 ids = np.arange(start, start + n, dtype=np.int64)
             else:
-                ids = self._distinct_ids(ids, n)
+                ids = self._distinct_ids(ids, n, inserting=True)
                 present = ids[self._store.lookup(ids) >= 0]
                 if present.size:
                     raise KeyError(
@@ -324,7 +324,7 @@ class Index:
         self._require_trained("upsert vectors")
         self._require_writable("upsert vectors")
         x = self._prepare(x, "x")
-        ids = self._distinct_ids(ids, n=x.shape[0])
+        ids = self._distinct_ids(ids, n=x.shape[0], inserting=True)
         with self._lock.write():
             slots = self._store.lookup(ids)
             self._remove_slots(slots[slots >= 0])
@@ -364,12 +364,18 @@ class Index:
                                        count=len(self._store.id_to_slot)))
 
     @staticmethod
-    def _distinct_ids(ids: Any, n: int | None = None) -> np.ndarray:
+    def _distinct_ids(ids: Any, n: int | None = None, *, inserting: bool = False) -> np.ndarray:
         arr = np.asarray(ids)
         ids = as_ids(arr, arr.size if n is None else n)
         dup = first_duplicate(ids)
         if dup is not None:
             raise InvalidInputError(f"ids contains {dup} more than once; ids must be distinct")
+        if inserting and ids.size and int(ids.min()) < 0:
+            # -1 means "no result" in search output and "free slot" in files.
+            raise InvalidInputError(
+                f"ids must be >= 0, got {int(ids.min())}; negative ids are reserved "
+                "(-1 marks a missing result)"
+            )
         return ids
 
     @staticmethod

@@ -87,8 +87,6 @@ def test_ties_broken_by_smaller_id(metric):
         np.testing.assert_allclose(got.distances, want_d, rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: exact_search's argpartition picks arbitrary "
-                   "members of a tie that straddles column k, not the smallest ids")
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_ties_cut_at_k_keep_the_smaller_ids(metric):
     x, q = _tied_data()

@@ -322,9 +322,6 @@ def test_untrained_state_round_trip():
     assert not copy.is_trained and copy.n_lists == 7 and copy.n_bits == 128 and copy.seed == 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an index rebuilt by Index._from_state keeps the "
-                   "given arrays as its buckets and slot ids, and remove() writes into them: "
-                   "a second index made from the same arrays loses vectors / returns id -1")
 def test_from_state_does_not_write_into_the_given_arrays():
     x = mixture(600, 8, seed=17)
     params, arrays = binidx.build(x, n_lists=4)._get_state()

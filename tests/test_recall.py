@@ -44,9 +44,6 @@ def test_recall_at_default_parameters_sift(sift, sift_index):
     assert r >= RECALL_TARGET_DEFAULTS, f"sift-20k: recall@{K} {r:.3f} at defaults"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: default n_probe = max(8, n_lists/16) = 18 of 283 "
-                   "lists gives recall@10 ~0.86 on text-5k (0.82-0.86 for seeds 1-3); "
-                   "n_rerank does not help, the probed lists miss the neighbours")
 def test_recall_at_default_parameters_text(text, text_index):
     r = measure(text_index, text.queries, text.groundtruth, text.groundtruth_distances, text.metric)
     assert r >= RECALL_TARGET_DEFAULTS, f"text-5k: recall@{K} {r:.3f} at defaults"

@@ -38,8 +38,12 @@ def test_nan_and_inf_are_refused(data, bad, where):
 
 
 def test_float64_beyond_float32_range_is_refused(index):
-    with pytest.warns(RuntimeWarning), pytest.raises(InvalidInputError, match="q contains NaN or infinite"):
-        index.search(np.full((1, DIM), 1e300))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the overflow of the cast must not leak a warning
+        with pytest.raises(InvalidInputError, match=r"q contains values beyond the float32 range"):
+            index.search(np.full((1, DIM), 1e300))
 
 
 @pytest.mark.parametrize("shape", [(3, DIM + 1), (3, DIM - 1), (DIM - 3,)])
@@ -259,3 +263,10 @@ def test_list_of_lists_and_fortran_data_build_the_same_index(data):
     for other in (b, c):
         for name, arr in a._get_state()[1].items():
             assert np.array_equal(arr, other._get_state()[1][name]), name
+
+
+def test_negative_ids_are_refused_on_insert(index):
+    with pytest.raises(InvalidInputError, match=r"ids must be >= 0, got -1"):
+        index.add(np.ones((1, DIM), np.float32), ids=[-1])
+    with pytest.raises(InvalidInputError, match=r"ids must be >= 0, got -5"):
+        index.upsert(np.ones((2, DIM), np.float32), ids=[3, -5])

@@ -32,6 +32,8 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = False,
     """Validate an integer parameter such as ``k``, ``n_probe`` or ``dim``."""
     if value is None and allow_none:
         return None
+    if type(value) is int and value >= minimum and (maximum is None or value <= maximum):
+        return value  # the common case, without the slower abstract-class checks
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidInputError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     value = int(value)
@@ -77,8 +79,11 @@ def as_float32_matrix(x: Any, dim: int | None, name: str = "x", *,
         )
     if arr.shape[0] == 0 and not allow_empty:
         raise InvalidInputError(f"{name} is empty (shape {arr.shape}); pass at least one vector")
-    with np.errstate(over="ignore"):
-        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype == np.float32:
+        out = np.ascontiguousarray(arr)
+    else:
+        with np.errstate(over="ignore"):  # float64 beyond float32 range: reported below
+            out = np.ascontiguousarray(arr, dtype=np.float32)
     if arr.dtype.kind == "f" and out.size:
         # One pass over the converted data; float64 values beyond float32 range become inf.
         if not np.isfinite(out).all():

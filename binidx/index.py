@@ -32,11 +32,18 @@ MAX_VECTORS = 2**31 - 1
 CODE_LAYOUT = "blocked8"
 
 
+_THREADS: int | None = None
+
+
 def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """Cores this process may run on (looked up once: it costs a system call)."""
+    global _THREADS
+    if _THREADS is None:
+        try:
+            _THREADS = max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            _THREADS = max(1, os.cpu_count() or 1)
+    return _THREADS
 
 
 class Index:

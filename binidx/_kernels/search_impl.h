@@ -216,6 +216,15 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
 static void search_batch(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
                          int n_probe, int64_t n_rerank, int k, int n_threads, float* out_d,
                          int64_t* out_i) {
+    if (n_threads <= 1 || nq == 1) {
+        // No parallel region: starting one costs microseconds, a lot for a single query.
+        Workspace ws;
+        ws.reserve(v);
+        for (int64_t i = 0; i < nq; ++i)
+            search_one(v, K, queries + i * v.dim, n_probe, n_rerank, k, ws, out_d + i * k,
+                       out_i + i * k);
+        return;
+    }
 #ifdef BINIDX_HAVE_OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
@@ -230,7 +239,6 @@ static void search_batch(const IndexView& v, const Kernels& K, const float* quer
                        out_i + i * k);
         }
     }
-    (void)n_threads;
 }
 
 }  // namespace binidx

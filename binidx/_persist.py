@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _format
 from ._storage import BLOCK, n_blocks
+from ._validation import first_duplicate
 from .errors import IndexFormatError
 from .index import CODE_LAYOUT
 
@@ -191,7 +192,17 @@ def _check_consistency(params: dict, arrays: dict) -> None:
     live = slot_ids >= 0
     if int(live.sum()) != n or (n and not live[slots].all()):
         bad("the slots listed in the buckets are not exactly the slots holding an id")
-    if n and np.unique(slot_ids[live]).size != n:
-        bad("an id is stored twice")
+    # A sort, not np.unique: NumPy 2's hash-based unique is ~90x slower on 1M int64 ids
+    # (0.94 s against 0.01 s), which alone made a mapped open of 1M vectors take a second.
+    dup = first_duplicate(slot_ids[live]) if n else None
+    if dup is not None:
+        bad(f"id {dup} is stored twice")
+    if "labels" in arrays:
+        labels = arrays["labels"]
+        if labels.dtype != np.dtype("<i8") or labels.shape != (n_slots,):
+            bad(f"section 'labels' has dtype {labels.dtype} and shape {labels.shape}, "
+                f"expected <i8 and {(n_slots,)}")
+        if n_slots and int(labels.min()) < -1:
+            bad("a label is below -1")
     if not isinstance(params.get("scale"), (int, float)) or not np.isfinite(params["scale"]):
         bad("the encoder scale is missing or not finite")

@@ -320,7 +320,7 @@ def _rewrite(path: Path, edit) -> None:
     (lambda p, a: a["slot_ids"].__setitem__(a["list_slots"][3], -1),
      "not exactly the slots holding an id"),
     (lambda p, a: a["slot_ids"].__setitem__(a["list_slots"][3], a["slot_ids"][a["list_slots"][4]]),
-     "an id is stored twice"),
+     r"id \d+ is stored twice"),
     (lambda p, a: p.update(layout="rows"), "pre-release development build"),
     (lambda p, a: p.update(scale=None), "encoder scale is missing or not finite"),
     (lambda p, a: p.update(is_trained=False), "an untrained index carries arrays"),

@@ -74,7 +74,8 @@ def summary_markdown(results: list[dict], command: str | None = None) -> str:
                    f"flags {' '.join(cpu.get('flags', []))}")
         out.append("- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()
                                              if k != "faiss_compile_options" and v))
-        out.append(f"- binidx commit: {any_line.get('git')}, run at {any_line.get('timestamp')}")
+        out.append(f"- binidx commit: {any_line.get('git')}, run at {any_line.get('timestamp')}, "
+                   f"load average at start {any_line.get('loadavg')}")
         if command:
             out.append(f"- command: `{command}`")
         out.append("- recall@10 is tie-aware (a returned id counts when its exact distance is "

@@ -68,8 +68,17 @@ def git_commit() -> str | None:
     return (rev + ("+dirty" if dirty.strip() else "")) or None
 
 
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: on a shared machine they say how noisy timings are."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def environment() -> dict:
-    """Everything above plus host name and a UTC timestamp."""
+    """Everything above plus host name, load average and a UTC timestamp."""
     return {"versions": library_versions(), "cpu": cpu_info(), "host": platform.node(),
+            "loadavg": load_average(),
             "git": git_commit(),
             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -8,6 +8,7 @@ import argparse
 import os
 import shlex
 import sys
+import time
 
 from .adapters import ENGINES
 
@@ -118,8 +119,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         f.write(_command_line(argv) + "\n")
     log(f"{ds.name}: {len(ds.base):,} x {ds.base.shape[1]} ({ds.metric}), "
         f"{len(ds.queries):,} queries; config {cfg['path']}; results -> {results_path}")
+    started = time.perf_counter()
     with open(results_path, mode, encoding="utf-8") as sink:
         run_sweeps(ds, cfg, engines, sink, all_threads=args.threads, modes=args.modes)
+    log(f"sweeps finished in {time.perf_counter() - started:.0f}s")
     print(_write_reports(results_path, out_dir, plots=not args.no_plot))
     return 0
 

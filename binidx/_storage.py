@@ -157,7 +157,7 @@ class VectorStore:
         self.dim = dim
         self.vectors = np.zeros((0, dim), np.float32)
         self.slot_ids = np.zeros(0, np.int64)
-        self.slot_labels = np.zeros(0, np.int32)
+        self.slot_buckets = np.zeros(0, np.int32)
         self.high_water = 0
         self.n_live = 0
         self.free: list[int] = []
@@ -165,11 +165,11 @@ class VectorStore:
         self._id_to_slot: dict[int, int] | None = {}
 
     @classmethod
-    def from_arrays(cls, vectors: np.ndarray, slot_ids: np.ndarray, slot_labels: np.ndarray) -> "VectorStore":
+    def from_arrays(cls, vectors: np.ndarray, slot_ids: np.ndarray, slot_buckets: np.ndarray) -> "VectorStore":
         """A store over ``vectors`` / ``slot_ids`` as given (e.g. memory-mapped): slot i
         holds ``vectors[i]`` with id ``slot_ids[i]``, or is free when that id is -1."""
         store = cls(vectors.shape[1])
-        store.vectors, store.slot_ids, store.slot_labels = vectors, slot_ids, slot_labels
+        store.vectors, store.slot_ids, store.slot_buckets = vectors, slot_ids, slot_buckets
         store.high_water = vectors.shape[0]
         free = np.flatnonzero(slot_ids < 0)
         store.free = free.tolist()
@@ -201,9 +201,9 @@ class VectorStore:
         vectors[:self.high_water] = self.vectors[:self.high_water]
         slot_ids = np.full(new_capacity, -1, np.int64)
         slot_ids[:self.high_water] = self.slot_ids[:self.high_water]
-        slot_labels = np.full(new_capacity, -1, np.int32)
-        slot_labels[:self.high_water] = self.slot_labels[:self.high_water]
-        self.vectors, self.slot_ids, self.slot_labels = vectors, slot_ids, slot_labels
+        slot_buckets = np.full(new_capacity, -1, np.int32)
+        slot_buckets[:self.high_water] = self.slot_buckets[:self.high_water]
+        self.vectors, self.slot_ids, self.slot_buckets = vectors, slot_ids, slot_buckets
 
     def allocate(self, n: int) -> np.ndarray:
         """Return ``n`` free slots (reused ones first), growing the arrays if needed."""
@@ -216,10 +216,10 @@ class VectorStore:
         self.high_water += fresh
         return slots
 
-    def store(self, slots: np.ndarray, vectors: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> None:
+    def store(self, slots: np.ndarray, vectors: np.ndarray, ids: np.ndarray, buckets: np.ndarray) -> None:
         self.vectors[slots] = vectors
         self.slot_ids[slots] = ids
-        self.slot_labels[slots] = labels
+        self.slot_buckets[slots] = buckets
         self.id_to_slot.update(zip(ids.tolist(), slots.tolist()))
         self.n_live += slots.shape[0]
 
@@ -234,8 +234,8 @@ class VectorStore:
             del id_to_slot[i]
         self.n_live -= slots.shape[0]
         self.slot_ids[slots] = -1
-        self.slot_labels[slots] = -1
+        self.slot_buckets[slots] = -1
         self.free.extend(slots.tolist())
 
     def nbytes(self) -> int:
-        return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_labels.nbytes)
+        return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_buckets.nbytes)

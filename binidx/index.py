@@ -13,6 +13,7 @@ import numpy as np
 from . import _codes, _kmeans
 from ._exact import SearchResult, normalize_rows
 from ._kernels import _search
+from ._labels import LabelStore, as_labels
 from ._rwlock import ReadWriteLock
 from ._storage import BucketStore, VectorStore
 from ._validation import (
@@ -110,6 +111,8 @@ class Index:
         self._buckets: BucketStore | None = None
         self._store = VectorStore(self._dim)
         self._read_only_reason: str | None = None
+        self._labels = LabelStore()
+        self._version = 0  # bumped by every write; compiled filters check it
 
     # ------------------------------------------------------------------ properties
     @property
@@ -223,9 +226,10 @@ class Index:
         self._projection_t = np.ascontiguousarray(projection.T)
         self._buckets = BucketStore(self._centroids.shape[0], self._n_bits // 64)
         self._store = VectorStore(self._dim)
+        self._labels = LabelStore()
 
     # ------------------------------------------------------------------- updates
-    def add(self, x: Any, ids: Any = None) -> np.ndarray:
+    def add(self, x: Any, ids: Any = None, labels: Any = None) -> np.ndarray:
         """Add vectors, with their ids.
 
         Parameters
@@ -235,6 +239,9 @@ class Index:
         ids : array-like of shape (n,), optional
             Distinct int64 ids >= 0 not yet in the index.  By default sequential ids starting
             after the largest id in the index (0, 1, 2, ... for a new index).
+        labels : array-like of shape (n,), optional
+            One integer label >= 0 per vector (a category, shop, tenant) for filtered
+            search (``search(..., labels=...)``); kept through upsert, remove and save.
 
         Returns
         -------
@@ -252,6 +259,7 @@ class Index:
         self._require_writable("add vectors")
         x = self._prepare(x, "x")
         n = x.shape[0]
+        labels = None if labels is None else as_labels(labels, n)
         with self._lock.write():
             if len(self) + n > MAX_VECTORS:
                 raise InvalidInputError(f"an Index holds at most {MAX_VECTORS} vectors; shard larger collections")
@@ -266,16 +274,23 @@ class Index:
                         f"id {int(present[0])} is already in the index ({present.size} of the "
                         "given ids are); remove them first or use distinct ids"
                     )
-            for start in range(0, n, _ADD_BLOCK):
-                self._add_block(x[start:start + _ADD_BLOCK], ids[start:start + _ADD_BLOCK])
+            self._add_blocks(x, ids, labels)
         return ids
 
-    def _add_block(self, x: np.ndarray, ids: np.ndarray) -> None:
-        labels = _kmeans.assign(x, self._centroids, self._centroid_norms)
-        codes, factors = _codes.encode(x - self._centroids[labels], self._projection, self._scale)
+    def _add_block(self, x: np.ndarray, ids: np.ndarray, labels: np.ndarray | None) -> None:
+        buckets = _kmeans.assign(x, self._centroids, self._centroid_norms)
+        codes, factors = _codes.encode(x - self._centroids[buckets], self._projection, self._scale)
         slots = self._store.allocate(x.shape[0])
-        self._store.store(slots, x, ids, labels)
-        self._buckets.append(labels, codes, factors, slots.astype(np.int32))
+        self._store.store(slots, x, ids, buckets)
+        self._labels.grow(self._store.vectors.shape[0])
+        self._labels.assign(slots, labels)
+        self._buckets.append(buckets, codes, factors, slots.astype(np.int32))
+        self._version += 1
+
+    def _add_blocks(self, x: np.ndarray, ids: np.ndarray, labels: np.ndarray | None) -> None:
+        for start in range(0, x.shape[0], _ADD_BLOCK):
+            rows = slice(start, start + _ADD_BLOCK)
+            self._add_block(x[rows], ids[rows], None if labels is None else labels[rows])
 
     def remove(self, ids: Any, missing: str = "raise") -> int:
         """Remove the vectors with these ids.
@@ -306,12 +321,14 @@ class Index:
 
     def _remove_slots(self, slots: np.ndarray) -> int:
         if slots.size:
-            labels = self._store.slot_labels[slots]
-            self._buckets.remove(labels, slots.astype(np.int32))
+            buckets = self._store.slot_buckets[slots]
+            self._buckets.remove(buckets, slots.astype(np.int32))
+            self._labels.release(slots)
             self._store.release(slots)
+            self._version += 1
         return int(slots.size)
 
-    def upsert(self, x: Any, ids: Any) -> np.ndarray:
+    def upsert(self, x: Any, ids: Any, labels: Any = None) -> np.ndarray:
         """Insert vectors, replacing those whose id is already in the index.
 
         The replacement is atomic for concurrent searches: they see either the old or
@@ -322,6 +339,8 @@ class Index:
         x : array-like of shape (n, dim)
         ids : array-like of shape (n,)
             Distinct int64 ids.
+        labels : array-like of shape (n,), optional
+            Labels of the new vectors (a replaced vector's old label is not kept).
 
         Returns
         -------
@@ -332,11 +351,11 @@ class Index:
         self._require_writable("upsert vectors")
         x = self._prepare(x, "x")
         ids = self._distinct_ids(ids, n=x.shape[0], inserting=True)
+        labels = None if labels is None else as_labels(labels, x.shape[0])
         with self._lock.write():
             slots = self._store.lookup(ids)
             self._remove_slots(slots[slots >= 0])
-            for start in range(0, x.shape[0], _ADD_BLOCK):
-                self._add_block(x[start:start + _ADD_BLOCK], ids[start:start + _ADD_BLOCK])
+            self._add_blocks(x, ids, labels)
         return ids
 
     def __contains__(self, id_: Any) -> bool:
@@ -414,7 +433,8 @@ class Index:
 
     # -------------------------------------------------------------------- search
     def search(self, q: Any, k: int = 10, n_probe: int | None = None,
-               n_rerank: int | None = None, n_threads: int | None = None) -> SearchResult:
+               n_rerank: int | None = None, n_threads: int | None = None, *,
+               labels: Any = None, allowed_ids: Any = None) -> SearchResult:
         """Find the k nearest neighbours of each query.
 
         Parameters
@@ -434,8 +454,15 @@ class Index:
         n_threads : int, optional
             Threads for a batch of queries (default: all cores).  Results do not depend
             on it.
-
-        Returns
+        labels : iterable of int, optional
+            Return only vectors whose label is one of these.
+        allowed_ids : array-like of int or CompiledFilter, optional
+            Return only vectors with these ids (ids not in the index are ignored), or
+            those passing a filter from :meth:`compile_filter`.  Combined with ``labels``
+            both must hold.  A selective filter is answered by an exact scan of the
+            matching vectors, a broad one inside the IVF scan with proportionally more
+            probes; results are always reranked exactly, and k results come back
+            whenever k matching vectors exist.
         -------
         SearchResult
             NamedTuple ``(distances, ids)`` of two arrays of shape (n_queries, k), best
@@ -451,16 +478,82 @@ class Index:
         n_threads = min(n_threads, q.shape[0])
         distances = np.empty((q.shape[0], k), dtype=np.float32)
         ids = np.empty((q.shape[0], k), dtype=np.int64)
+        flt = None
+        if labels is not None or allowed_ids is not None:
+            flt = self._as_filter(allowed_ids, labels)
         with self._lock.read():
-            b, s = self._buckets, self._store
-            _search.search(
-                q, k, min(n_probe, self.n_lists), n_rerank, n_threads,
-                0 if self._metric == "l2" else 1,
-                self._centroids_t, self._centroid_norms, self._centroids_rot, self._projection_t,
-                b.code_ptrs, b.factor_ptrs, b.slot_ptrs, b.sizes,
-                s.vectors, s.slot_ids, distances, ids,
-            )
+            if flt is None:
+                self._search_ivf(q, k, n_probe, n_rerank, n_threads, distances, ids, None)
+            else:
+                self._search_filtered(q, k, n_probe, n_rerank, n_threads, distances, ids, flt)
         return SearchResult(distances, ids)
+
+    def _search_ivf(self, q, k, n_probe, n_rerank, n_threads, distances, ids, mask) -> None:
+        b, s = self._buckets, self._store
+        _search.search(
+            q, k, min(n_probe, self.n_lists), n_rerank, n_threads,
+            0 if self._metric == "l2" else 1,
+            self._centroids_t, self._centroid_norms, self._centroids_rot, self._projection_t,
+            b.code_ptrs, b.factor_ptrs, b.slot_ptrs, b.sizes,
+            s.vectors, s.slot_ids, distances, ids, mask,
+        )
+
+    def _search_exact(self, q, k, n_threads, distances, ids, subset) -> None:
+        _search.search_exact_subset(q, k, n_threads, 0 if self._metric == "l2" else 1, subset,
+                                    self._store.vectors, self._store.slot_ids, distances, ids)
+
+    def _search_filtered(self, q, k, n_probe, n_rerank, n_threads, distances, ids, flt) -> None:
+        from . import _filter
+
+        subset = flt._resolve()
+        strategy, probes = _filter.plan(len(self), subset.size, self.n_lists, n_probe, n_rerank,
+                                        self._n_bits // 64, self._dim)
+        if strategy == "exact":
+            self._search_exact(q, k, n_threads, distances, ids, subset)
+            return
+        self._search_ivf(q, k, probes, n_rerank, n_threads, distances, ids,
+                         flt._byte_mask(self._store.high_water))
+        # Matches clustered away from a query can leave it short of k results: redo those
+        # queries exactly, so k results come back whenever k matching vectors exist.
+        short = np.flatnonzero(ids[:, min(k, subset.size) - 1] < 0)
+        if short.size:
+            qd = np.empty((short.size, k), np.float32)
+            qi = np.empty((short.size, k), np.int64)
+            self._search_exact(np.ascontiguousarray(q[short]), k, n_threads, qd, qi, subset)
+            distances[short], ids[short] = qd, qi
+
+    def compile_filter(self, allowed_ids: Any = None, labels: Any = None):
+        """A reusable filter for ``search(..., allowed_ids=filter)``.
+
+        Parameters
+        ----------
+        allowed_ids : array-like of int, optional
+            Ids allowed in results (ids not in the index are ignored).
+        labels : iterable of int, optional
+            Labels allowed in results.  With both, a vector must pass both.
+
+        Returns
+        -------
+        CompiledFilter
+            Resolves the filter to the index's slots once, and again only after the
+            index changes.
+        """
+        from ._filter import CompiledFilter
+
+        return CompiledFilter(self, allowed_ids, labels)
+
+    def _as_filter(self, allowed_ids: Any, labels: Any):
+        from ._filter import CompiledFilter
+
+        if isinstance(allowed_ids, CompiledFilter):
+            if allowed_ids._index is not self:
+                raise InvalidInputError("this filter was compiled for another index")
+            if labels is not None:
+                raise InvalidInputError(
+                    "pass labels to compile_filter() together with the ids, not to search()"
+                )
+            return allowed_ids
+        return CompiledFilter(self, allowed_ids, labels)
 
     def tune(self, queries: Any, target_recall: float = 0.95, k: int = 10,
              max_queries: int = 1000):
@@ -578,6 +671,8 @@ class Index:
                           "list_sizes": sizes, "codes": codes, "factors": factors,
                           "list_slots": list_slots, "vectors": self._store.vectors[:hw],
                           "slot_ids": self._store.slot_ids[:hw]}
+                if self._labels.used:
+                    arrays["labels"] = self._labels.slot_labels[:hw]
         return params, arrays
 
     @classmethod
@@ -599,9 +694,13 @@ class Index:
             list_slots = arrays["list_slots"]
             index._buckets = BucketStore.from_arrays(sizes, arrays["codes"], arrays["factors"],
                                                      list_slots)
-            slot_labels = np.full(arrays["slot_ids"].shape[0], -1, dtype=np.int32)
-            slot_labels[list_slots] = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
-            index._store = VectorStore.from_arrays(arrays["vectors"], arrays["slot_ids"], slot_labels)
+            slot_buckets = np.full(arrays["slot_ids"].shape[0], -1, dtype=np.int32)
+            slot_buckets[list_slots] = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
+            index._store = VectorStore.from_arrays(arrays["vectors"], arrays["slot_ids"], slot_buckets)
+            if "labels" in arrays:
+                index._labels = LabelStore.from_array(arrays["labels"])
+            else:
+                index._labels.grow(arrays["slot_ids"].shape[0])
         index._read_only_reason = read_only_reason
         return index
 

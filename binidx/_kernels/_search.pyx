@@ -5,7 +5,7 @@ A thin Cython layer over ``search_impl.h`` / ``simd_kernels.h``: it checks nothi
 the public Python layer has not already validated, takes typed C-contiguous memoryviews,
 and releases the GIL for all the work.
 """
-from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 
 import numpy as np
 cimport numpy as cnp
@@ -56,10 +56,14 @@ cdef extern from "search_impl.h" namespace "binidx":
         const int64_t* sizes
         const float* vectors
         const int64_t* slot_ids
+        const uint8_t* allowed
 
     void search_batch(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
                       int n_probe, int64_t n_rerank, int k, int n_threads, float* out_d,
                       int64_t* out_i) nogil
+    void search_subset(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
+                       const int32_t* subset, int64_t m, int k, int n_threads, float* out_d,
+                       int64_t* out_i) nogil
 
 
 PATH_NAMES = ("generic", "avx2", "avx512")
@@ -121,9 +125,13 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
            const uintptr_t[::1] code_ptrs,
            const uintptr_t[::1] factor_ptrs, const uintptr_t[::1] slot_ptrs,
            const int64_t[::1] sizes, const float[:, ::1] vectors, const int64_t[::1] slot_ids,
-           float[:, ::1] out_d, int64_t[:, ::1] out_i):
-    """Search a batch of queries; results are written into ``out_d`` / ``out_i``."""
+           float[:, ::1] out_d, int64_t[:, ::1] out_i, const uint8_t[::1] allowed=None):
+    """Search a batch of queries; results are written into ``out_d`` / ``out_i``.
+
+    ``allowed`` (one byte per slot) restricts the candidates to slots marked 1.
+    """
     cdef IndexView v
+    v.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
     v.dim = queries.shape[1]
     v.n_bits = projection_t.shape[1]
     v.n_words = <int>((v.n_bits + 63) // 64)
@@ -146,6 +154,24 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
     with nogil:
         search_batch(v, K, &queries[0, 0], nq, n_probe, n_rerank, k, n_threads,
                      &out_d[0, 0], &out_i[0, 0])
+
+
+def search_exact_subset(const float[:, ::1] queries, int k, int n_threads, int metric,
+                        const int32_t[::1] subset, const float[:, ::1] vectors,
+                        const int64_t[::1] slot_ids, float[:, ::1] out_d, int64_t[:, ::1] out_i):
+    """Exact top k of each query among the vectors of ``subset`` (slots)."""
+    cdef IndexView v
+    v.dim = queries.shape[1]
+    v.metric = metric
+    v.vectors = &vectors[0, 0] if vectors.shape[0] > 0 else NULL
+    v.slot_ids = &slot_ids[0] if slot_ids.shape[0] > 0 else NULL
+    cdef Kernels K = kernels_for_path(_active_path)
+    cdef int64_t nq = queries.shape[0], m = subset.shape[0]
+    cdef const int32_t* sub = &subset[0] if m > 0 else NULL
+    if nq == 0:
+        return
+    with nogil:
+        search_subset(v, K, &queries[0, 0], nq, sub, m, k, n_threads, &out_d[0, 0], &out_i[0, 0])
 
 
 def quantize(const float[::1] w):

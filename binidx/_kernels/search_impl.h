@@ -38,6 +38,7 @@ struct IndexView {
     const int64_t* sizes;            // (n_lists,)
     const float* vectors;            // (capacity, dim), indexed by slot
     const int64_t* slot_ids;         // (capacity,), external id of each slot
+    const uint8_t* allowed;          // (capacity,) 0/1 per slot, or null: no filter
 };
 
 struct Candidate {
@@ -161,8 +162,9 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
                ws.est.data());
         const int32_t* slots = v.slots[b];
         const float* est = ws.est.data();
+        const uint8_t* allowed = v.allowed;
         for (int64_t i = 0; i < size; ++i) {
-            if (est[i] < threshold) {
+            if (est[i] < threshold && (allowed == nullptr || allowed[slots[i]])) {
                 ws.cands[(size_t)m++] = Candidate{est[i], slots[i]};
                 if ((size_t)m == cap) {
                     std::nth_element(ws.cands.begin(), ws.cands.begin() + (keep - 1),
@@ -239,6 +241,47 @@ static void search_batch(const IndexView& v, const Kernels& K, const float* quer
                        out_i + i * k);
         }
     }
+}
+
+// Exact search restricted to the given slots (a selective filter): every listed vector is
+// compared with every query, no codes involved.  Same output convention as search_batch.
+static void search_subset(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
+                          const int32_t* subset, int64_t m, int k, int n_threads, float* out_d,
+                          int64_t* out_i) {
+    const bool l2 = v.metric == METRIC_L2;
+    const int64_t dim = v.dim;
+#ifdef BINIDX_HAVE_OPENMP
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && nq > 1)
+#endif
+    {
+        std::vector<Result> results((size_t)m);
+#ifdef BINIDX_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t qi = 0; qi < nq; ++qi) {
+            const float* q = queries + qi * dim;
+            for (int64_t i = 0; i < m; ++i) {
+                if (i + 8 < m) __builtin_prefetch(v.vectors + (int64_t)subset[i + 8] * dim);
+                const float* vec = v.vectors + (int64_t)subset[i] * dim;
+                const float key = l2 ? K.l2(q, vec, dim) : -K.dot(q, vec, dim);
+                results[(size_t)i] = Result{key, v.slot_ids[subset[i]]};
+            }
+            const int64_t kk = std::min<int64_t>(k, m);
+            std::partial_sort(results.begin(), results.begin() + kk, results.begin() + m,
+                              result_less);
+            for (int64_t i = 0; i < kk; ++i) {
+                out_d[qi * k + i] = l2 ? results[(size_t)i].key : -results[(size_t)i].key;
+                out_i[qi * k + i] = results[(size_t)i].id;
+            }
+            const float pad = l2 ? std::numeric_limits<float>::infinity()
+                                 : -std::numeric_limits<float>::infinity();
+            for (int64_t i = kk; i < k; ++i) {
+                out_d[qi * k + i] = pad;
+                out_i[qi * k + i] = -1;
+            }
+        }
+    }
+    (void)n_threads;
 }
 
 }  // namespace binidx

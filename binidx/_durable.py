@@ -28,6 +28,7 @@ import numpy as np
 from . import _persist, _wal
 from ._exact import SearchResult, normalize_rows
 from ._format import remove_quietly
+from ._labels import as_labels
 from ._validation import as_float32_matrix, as_ids, first_duplicate
 from .errors import BinidxError, ConcurrencyError, IndexFormatError, InvalidInputError
 
@@ -42,7 +43,9 @@ LOCK_NAME = "LOCK"
 SEQ_PARAM = "durable_seq"
 """Snapshot parameter holding the sequence number of the last logged operation applied."""
 
-_OPS = {"add": ("x", "ids"), "upsert": ("x", "ids"), "remove": ("ids",)}
+# op -> (required arrays, optional arrays)
+_OPS = {"add": (("x", "ids"), ("labels",)), "upsert": (("x", "ids"), ("labels",)),
+        "remove": (("ids",), ())}
 
 
 def open(directory: str | os.PathLike, index: Any = None, *,
@@ -283,14 +286,19 @@ class DurableIndex:
 
     def _record_arrays(self, rec: _wal.LogRecord) -> dict:
         """Check a log record's shape and types before it is applied."""
-        names = _OPS.get(rec.op)
-        if names is None:
+        if rec.op not in _OPS:
             raise InvalidInputError(f"unknown operation {rec.op!r}")
-        if sorted(rec.arrays) != sorted(names):
-            raise InvalidInputError(f"arrays {sorted(rec.arrays)}, expected {sorted(names)}")
+        required, optional = _OPS[rec.op]
+        names = set(rec.arrays)
+        if not set(required) <= names <= set(required + optional):
+            raise InvalidInputError(f"arrays {sorted(names)}, expected {list(required)} "
+                                    f"and optionally {list(optional)}")
         ids = rec.arrays["ids"]
         if ids.dtype != np.int64 or ids.ndim != 1:
             raise InvalidInputError(f"ids of dtype {ids.dtype} and shape {ids.shape}")
+        labels = rec.arrays.get("labels")
+        if labels is not None and (labels.dtype != np.int64 or labels.shape != ids.shape):
+            raise InvalidInputError(f"labels of dtype {labels.dtype} and shape {labels.shape}")
         if "x" in rec.arrays:
             x = rec.arrays["x"]
             if x.dtype != np.float32 or x.shape != (ids.shape[0], self._index.dim):
@@ -301,20 +309,22 @@ class DurableIndex:
         if op == "remove":
             self._index.remove(arrays["ids"])
         elif op == "add":
-            self._index.add(arrays["x"], arrays["ids"])
+            self._index.add(arrays["x"], arrays["ids"], labels=arrays.get("labels"))
         else:
-            self._index.upsert(arrays["x"], arrays["ids"])
+            self._index.upsert(arrays["x"], arrays["ids"], labels=arrays.get("labels"))
 
     # ------------------------------------------------------------------ updates
-    def add(self, x: Any, ids: Any = None) -> np.ndarray:
+    def add(self, x: Any, ids: Any = None, labels: Any = None) -> np.ndarray:
         """Add vectors under new ids; logged before it returns.
 
         Parameters
         ----------
         x : array-like of shape (n, dim)
         ids : array-like of shape (n,), optional
-            Distinct int64 ids not in the index; by default sequential ids after the
-            largest one in the index.
+            Distinct int64 ids >= 0 not in the index; by default sequential ids after
+            the largest one in the index.
+        labels : array-like of shape (n,), optional
+            Integer labels >= 0 for filtered search (see :meth:`binidx.Index.add`).
 
         Returns
         -------
@@ -339,20 +349,20 @@ class DurableIndex:
                     raise KeyError(
                         f"id {present[0]} is already in the index ({len(present)} of the "
                         "given ids are); use upsert() to replace vectors, or remove them first")
-            self._log_and_apply("add", {"x": x32, "ids": ids})
+            self._log_and_apply("add", self._record(x32, ids, labels))
         return ids
 
-    def upsert(self, x: Any, ids: Any) -> np.ndarray:
+    def upsert(self, x: Any, ids: Any, labels: Any = None) -> np.ndarray:
         """Insert vectors, replacing those whose id is in the index; logged before it returns.
 
         Same arguments and result as :meth:`binidx.Index.upsert`: ``x`` of shape
-        (n, dim), ``ids`` n distinct int64 ids; returns the ids.
+        (n, dim), ``ids`` n distinct int64 ids, optional ``labels``; returns the ids.
         """
         with self._write_lock:
             self._check_usable("upsert vectors")
             x32 = self._vectors(x)
             ids = self._distinct_ids(ids, x32.shape[0], inserting=True)
-            self._log_and_apply("upsert", {"x": x32, "ids": ids})
+            self._log_and_apply("upsert", self._record(x32, ids, labels))
         return ids
 
     def remove(self, ids: Any, missing: str = "raise") -> int:
@@ -388,6 +398,13 @@ class DurableIndex:
             if ids.size:  # removing nothing is not worth a log record
                 self._log_and_apply("remove", {"ids": ids})
         return int(ids.size)
+
+    @staticmethod
+    def _record(x32: np.ndarray, ids: np.ndarray, labels: Any) -> dict:
+        arrays = {"x": x32, "ids": ids}
+        if labels is not None:
+            arrays["labels"] = as_labels(labels, ids.shape[0])
+        return arrays
 
     def _vectors(self, x: Any) -> np.ndarray:
         """The float32 rows that are logged, after every check the Index will make."""
@@ -431,11 +448,18 @@ class DurableIndex:
 
     # ------------------------------------------------------------------ reading
     def search(self, q: Any, k: int = 10, n_probe: int | None = None,
-               n_rerank: int | None = None, n_threads: int | None = None) -> SearchResult:
+               n_rerank: int | None = None, n_threads: int | None = None, *,
+               labels: Any = None, allowed_ids: Any = None) -> SearchResult:
         """Search like :meth:`binidx.Index.search` (every acknowledged change is visible)."""
         self._check_usable("search")
         return self._index.search(q, k, n_probe=n_probe, n_rerank=n_rerank,
-                                  n_threads=n_threads)
+                                  n_threads=n_threads, labels=labels, allowed_ids=allowed_ids)
+
+    def compile_filter(self, allowed_ids: Any = None, labels: Any = None):
+        """A reusable filter for ``search(..., allowed_ids=filter)``, like
+        :meth:`binidx.Index.compile_filter`."""
+        self._check_usable("compile a filter")
+        return self._index.compile_filter(allowed_ids, labels)
 
     def get(self, ids: Any) -> np.ndarray:
         """The stored vectors of these ids, like :meth:`binidx.Index.get`."""

@@ -204,5 +204,12 @@ def _check_consistency(params: dict, arrays: dict) -> None:
                 f"expected <i8 and {(n_slots,)}")
         if n_slots and int(labels.min()) < -1:
             bad("a label is below -1")
+    labels = arrays.get("labels")  # optional: only indexes that were given labels have it
+    if labels is not None:
+        if labels.dtype != np.dtype("<i8") or labels.shape != (n_slots,):
+            bad(f"section 'labels' has dtype {labels.dtype} and shape {labels.shape}, "
+                f"expected <i8 and {(n_slots,)}")
+        if n_slots and (int(labels.min()) < -1 or (labels[~live] != -1).any()):
+            bad("a label is below -1, or a free slot carries a label")
     if not isinstance(params.get("scale"), (int, float)) or not np.isfinite(params["scale"]):
         bad("the encoder scale is missing or not finite")

@@ -77,15 +77,18 @@ def churn(target, rng: np.random.Generator, n_ops: int) -> None:
         present = target.ids()
         kind = rng.choice(["add", "upsert", "remove"])
         n = int(rng.integers(1, 20))
+        labels = rng.integers(0, 4, n) if rng.random() < 0.5 else None
         if kind == "add":
             target.add(mixture(n, target.dim, int(rng.integers(1 << 30))),
-                       np.arange(next_id, next_id + n))
+                       np.arange(next_id, next_id + n), labels=labels)
             next_id += n
         elif kind == "upsert":
             ids = np.concatenate([rng.choice(present, min(n, present.size), replace=False),
                                   np.arange(next_id, next_id + 3)])
             next_id += 3
-            target.upsert(mixture(ids.size, target.dim, int(rng.integers(1 << 30))), ids)
+            labels = None if labels is None else rng.integers(0, 4, ids.size)
+            target.upsert(mixture(ids.size, target.dim, int(rng.integers(1 << 30))), ids,
+                          labels=labels)
         else:
             target.remove(rng.choice(present, min(n, present.size), replace=False))
 
@@ -111,6 +114,16 @@ def test_reopen_replays_the_log_exactly(tmp_path: Path, metric: str) -> None:
             assert np.array_equal(a, b)
         a, b = db.search(q, k=5), plain.search(q, k=5)
         assert np.array_equal(a.ids, b.ids) and np.array_equal(a.distances, b.distances)
+        # Labels are logged too: filtered searches agree.
+        allowed = plain.ids()[::3]
+        for kwargs in ({"labels": [1, 3]}, {"allowed_ids": allowed},
+                       {"allowed_ids": db.compile_filter(allowed, labels=[0, 2])}):
+            a = db.search(q, k=5, **kwargs)
+            other = kwargs if "labels" in kwargs else {
+                "allowed_ids": plain.compile_filter(allowed, labels=[0, 2])
+                if not isinstance(kwargs["allowed_ids"], np.ndarray) else allowed}
+            b = plain.search(q, k=5, **other)
+            assert np.array_equal(a.ids, b.ids) and (a.ids[:, 0] >= 0).all()
 
 
 def test_index_protocol(tmp_path: Path) -> None:
@@ -259,13 +272,15 @@ def test_refuses_exactly_what_the_index_refuses(tmp_path: Path) -> None:
             xs = xs[:, :4]
         kind = ["add", "upsert", "remove"][int(rng.integers(3))]
         missing = "raise" if rng.random() < 0.7 else "ignore"
+        labels = [None, rng.integers(0, 3, len(rows)), rng.integers(-1, 3, len(rows)),
+                  np.zeros(len(rows) + 1, int), np.full(len(rows), 0.5)][int(rng.integers(5))]
         outcomes = []
         for target in (plain, db):
             try:
                 if kind == "remove":
                     target.remove(ids, missing=missing)
                 else:
-                    getattr(target, kind)(xs, ids)
+                    getattr(target, kind)(xs, ids, labels=labels)
                 outcomes.append(None)
             except (KeyError, ValueError, TypeError) as exc:
                 outcomes.append(type(exc))
@@ -284,7 +299,7 @@ def test_failure_after_logging_poisons_the_handle_and_replays_on_open(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = binidx.open(tmp_path, small_index(), sync="never")
 
-    def fail(self, x, ids=None):
+    def fail(self, x, ids=None, labels=None):
         raise MemoryError("simulated")
 
     monkeypatch.setattr(binidx.Index, "add", fail)
@@ -401,6 +416,11 @@ def test_damaged_directories_say_what_is_wrong(tmp_path: Path) -> None:
     ("remove", {"ids": np.array([1], np.int32)}, "ids of dtype int32"),
     ("add", {"ids": np.array([5000]), "x": np.zeros((1, 16))}, "vectors of dtype float64"),
     ("add", {"ids": np.array([5000]), "x": np.zeros((1, 8), np.float32)}, r"shape \(1, 8\)"),
+    ("add", {"ids": np.array([5000]), "x": np.ones((1, 16), np.float32),
+             "labels": np.array([1, 2])}, r"labels of dtype int64 and shape \(2,\)"),
+    ("upsert", {"ids": np.array([5000]), "x": np.ones((1, 16), np.float32),
+                "labels": np.array([-4])}, "labels must be integers >= 0"),
+    ("remove", {"ids": np.array([1]), "labels": np.array([1])}, "optionally"),
     ("add", {"ids": np.array([3]), "x": np.ones((1, 16), np.float32)}, "id 3 is already"),
     ("upsert", {"ids": np.array([4]), "x": np.full((1, 16), np.nan, np.float32)}, "NaN"),
 ])

@@ -73,6 +73,24 @@ def test_save_load_round_trip(tmp_path: Path, metric: str, mmap: bool) -> None:
     assert (tmp_path / "again.binidx").read_bytes() == path.read_bytes()
 
 
+@pytest.mark.parametrize("mmap", [False, True])
+def test_labels_round_trip(tmp_path: Path, mmap: bool) -> None:
+    x = mixture(800, 16, seed=30)
+    index = binidx.build(x, n_lists=8, seed=1)
+    index.upsert(x[:300] + 0.5, ids=np.arange(300), labels=np.arange(300) % 5)
+    index.remove(np.arange(0, 300, 4))
+    index.add(mixture(20, 16, seed=31), ids=np.arange(2000, 2020), labels=np.full(20, 7))
+    index.save(tmp_path / "l.binidx")
+    assert "labels" in {s["name"] for s in binidx.read_metadata(tmp_path / "l.binidx")["sections"]}
+    loaded = binidx.load(tmp_path / "l.binidx", mmap=mmap)
+    q = mixture(12, 16, seed=32)
+    for labels in ([0], [1, 7], [4, 99]):
+        a, b = index.search(q, k=8, labels=labels), loaded.search(q, k=8, labels=labels)
+        assert np.array_equal(a.ids, b.ids) and np.array_equal(a.distances, b.distances)
+        assert (a.ids[:, 0] >= 0).all()
+    assert (loaded.search(q, k=3, labels=[7]).ids >= 2000).all()
+
+
 def test_loaded_index_is_independent_and_writable(tmp_path: Path) -> None:
     index = churned_index("l2")
     path = tmp_path / "i.binidx"
@@ -322,6 +340,11 @@ def _rewrite(path: Path, edit) -> None:
     (lambda p, a: a["slot_ids"].__setitem__(a["list_slots"][3], a["slot_ids"][a["list_slots"][4]]),
      r"id \d+ is stored twice"),
     (lambda p, a: p.update(layout="rows"), "pre-release development build"),
+    (lambda p, a: a.update(labels=np.zeros(3, np.int64)),
+     r"section 'labels' has dtype int64 and shape \(3,\)"),
+    (lambda p, a: a.update(labels=np.full(a["slot_ids"].shape, -2)), "a label is below -1"),
+    (lambda p, a: a.update(labels=np.where(a["slot_ids"] >= 0, -1, 3)),
+     "a free slot carries a label"),
     (lambda p, a: p.update(scale=None), "encoder scale is missing or not finite"),
     (lambda p, a: p.update(is_trained=False), "an untrained index carries arrays"),
     (lambda p, a: p.update(metric="hamming"), "inconsistent index content .*metric"),

@@ -51,8 +51,17 @@ class BucketStore:
         self.code_ptrs = np.zeros(n_lists, dtype=np.uintp)
         self.factor_ptrs = np.zeros(n_lists, dtype=np.uintp)
         self.slot_ptrs = np.zeros(n_lists, dtype=np.uintp)
+        # Position of each slot inside its bucket: lets a removal find its rows directly.
+        self.slot_pos = np.zeros(0, np.int32)
         for b in range(n_lists):
             self._refresh_pointers(b)
+
+    def _track(self, slots: np.ndarray, positions: np.ndarray) -> None:
+        if slots.size and int(slots.max()) >= self.slot_pos.shape[0]:
+            grown = np.zeros(max(int(slots.max()) + 1, int(self.slot_pos.shape[0] * _GROWTH)), np.int32)
+            grown[:self.slot_pos.shape[0]] = self.slot_pos
+            self.slot_pos = grown
+        self.slot_pos[slots] = positions
 
     def _refresh_pointers(self, b: int) -> None:
         self.code_ptrs[b] = self.codes[b].ctypes.data
@@ -83,13 +92,11 @@ class BucketStore:
         self.factors[b][blk, 0, lane] = factors[:, 0]
         self.factors[b][blk, 1, lane] = factors[:, 1]
         self.slots[b][positions] = slots
+        self._track(slots, positions)
 
     def _read_rows(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Live rows of bucket b, row-wise: codes (n, n_words), factors (n, 2), slots (n,)."""
-        positions = np.arange(int(self.sizes[b]))
-        blk, lane = positions // BLOCK, positions % BLOCK
-        factors = np.stack([self.factors[b][blk, 0, lane], self.factors[b][blk, 1, lane]], axis=1)
-        return self.codes[b][blk, :, lane], factors, self.slots[b][positions]
+        return self._read_positions(b, np.arange(int(self.sizes[b])))
 
     def append(self, labels: np.ndarray, codes: np.ndarray, factors: np.ndarray,
                slots: np.ndarray) -> None:
@@ -104,16 +111,34 @@ class BucketStore:
             self._write_rows(b, np.arange(size, size + count), codes[rows], factors[rows], slots[rows])
             self.sizes[b] = size + count
 
-    def remove(self, labels: np.ndarray, slots: np.ndarray) -> None:
-        """Remove the given slots, ``labels[i]`` being the bucket holding ``slots[i]``."""
-        for b in np.unique(labels).tolist():
+    def remove(self, buckets: np.ndarray, slots: np.ndarray) -> None:
+        """Remove the given slots, ``buckets[i]`` being the bucket holding ``slots[i]``.
+
+        Swap-with-last, batched: the live rows at the end of a bucket move into the holes
+        left before its new end, so the work is proportional to the rows removed, not to
+        the bucket size.
+        """
+        order = np.argsort(buckets, kind="stable")
+        uniq, starts, counts = np.unique(buckets[order], return_index=True, return_counts=True)
+        for b, start, count in zip(uniq.tolist(), starts.tolist(), counts.tolist()):
             if self.slots[b].shape[0] < self.codes[b].shape[0] * BLOCK:
                 self._reserve(b, self.codes[b].shape[0] * BLOCK)  # a loaded view: own it first
-            codes, factors, live = self._read_rows(b)
-            keep = ~np.isin(live, slots[labels == b])
-            kept = int(keep.sum())
-            self._write_rows(b, np.arange(kept), codes[keep], factors[keep], live[keep])
-            self.sizes[b] = kept
+            size = int(self.sizes[b])
+            new_size = size - count
+            gone = self.slot_pos[slots[order[start:start + count]]].astype(np.int64)
+            holes = gone[gone < new_size]
+            tail_gone = np.zeros(count, bool)
+            tail_gone[gone[gone >= new_size] - new_size] = True
+            movers = new_size + np.flatnonzero(~tail_gone)
+            if holes.size:
+                codes, factors, moved = self._read_positions(b, movers)
+                self._write_rows(b, holes, codes, factors, moved)
+            self.sizes[b] = new_size
+
+    def _read_positions(self, b: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        blk, lane = positions // BLOCK, positions % BLOCK
+        factors = np.stack([self.factors[b][blk, 0, lane], self.factors[b][blk, 1, lane]], axis=1)
+        return self.codes[b][blk, :, lane], factors, self.slots[b][positions]
 
     @classmethod
     def from_arrays(cls, sizes: np.ndarray, codes: np.ndarray, factors: np.ndarray,
@@ -132,6 +157,9 @@ class BucketStore:
             store.slots[b] = list_slots[slot_offsets[b]:slot_offsets[b + 1]]
             store._refresh_pointers(b)
         store.sizes[:] = sizes
+        if list_slots.size:
+            positions = np.arange(list_slots.size) - np.repeat(slot_offsets[:-1], sizes)
+            store._track(np.asarray(list_slots), positions.astype(np.int32))
         return store
 
     def export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

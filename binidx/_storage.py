@@ -53,6 +53,8 @@ class BucketStore:
         self.slot_ptrs = np.zeros(n_lists, dtype=np.uintp)
         # Position of each slot inside its bucket: lets a removal find its rows directly.
         self.slot_pos = np.zeros(0, np.int32)
+        # False while a bucket's arrays are views into loaded (maybe mapped) sections.
+        self.owned = np.ones(n_lists, bool)
         for b in range(n_lists):
             self._refresh_pointers(b)
 
@@ -70,7 +72,7 @@ class BucketStore:
 
     def _reserve(self, b: int, needed: int) -> None:
         capacity = self.slots[b].shape[0]
-        if needed <= capacity:
+        if needed <= capacity and self.owned[b]:
             return
         blocks = int(n_blocks(max(needed, int(capacity * _GROWTH), _MIN_CAPACITY)))
         used = int(n_blocks(self.sizes[b]))
@@ -83,6 +85,7 @@ class BucketStore:
         factors[:used] = self.factors[b][:used]
         slots[:size] = self.slots[b][:size]
         self.codes[b], self.factors[b], self.slots[b] = codes, factors, slots
+        self.owned[b] = True
         self._refresh_pointers(b)
 
     def _write_rows(self, b: int, positions: np.ndarray, codes: np.ndarray,
@@ -114,26 +117,16 @@ class BucketStore:
     def remove(self, buckets: np.ndarray, slots: np.ndarray) -> None:
         """Remove the given slots, ``buckets[i]`` being the bucket holding ``slots[i]``.
 
-        Swap-with-last, batched: the live rows at the end of a bucket move into the holes
-        left before its new end, so the work is proportional to the rows removed, not to
-        the bucket size.
+        Swap-with-last in compiled code, O(1) per slot: the bucket's last row moves into
+        the removed row's place.
         """
-        order = np.argsort(buckets, kind="stable")
-        uniq, starts, counts = np.unique(buckets[order], return_index=True, return_counts=True)
-        for b, start, count in zip(uniq.tolist(), starts.tolist(), counts.tolist()):
-            if self.slots[b].shape[0] < self.codes[b].shape[0] * BLOCK:
-                self._reserve(b, self.codes[b].shape[0] * BLOCK)  # a loaded view: own it first
-            size = int(self.sizes[b])
-            new_size = size - count
-            gone = self.slot_pos[slots[order[start:start + count]]].astype(np.int64)
-            holes = gone[gone < new_size]
-            tail_gone = np.zeros(count, bool)
-            tail_gone[gone[gone >= new_size] - new_size] = True
-            movers = new_size + np.flatnonzero(~tail_gone)
-            if holes.size:
-                codes, factors, moved = self._read_positions(b, movers)
-                self._write_rows(b, holes, codes, factors, moved)
-            self.sizes[b] = new_size
+        from ._kernels import _update
+
+        for b in np.unique(buckets[~self.owned[buckets]]).tolist():
+            self._reserve(b, self.codes[b].shape[0] * BLOCK)  # a loaded view: own it first
+        _update.remove_slots(slots.astype(np.int32), buckets.astype(np.int32), self.slot_pos,
+                             self.code_ptrs, self.factor_ptrs, self.slot_ptrs, self.sizes,
+                             self.n_words)
 
     def _read_positions(self, b: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         blk, lane = positions // BLOCK, positions % BLOCK
@@ -157,6 +150,7 @@ class BucketStore:
             store.slots[b] = list_slots[slot_offsets[b]:slot_offsets[b + 1]]
             store._refresh_pointers(b)
         store.sizes[:] = sizes
+        store.owned[:] = False
         if list_slots.size:
             positions = np.arange(list_slots.size) - np.repeat(slot_offsets[:-1], sizes)
             store._track(np.asarray(list_slots), positions.astype(np.int32))

@@ -1,0 +1,44 @@
+# cython: language_level=3
+"""Compiled update kernels of binidx (private): O(1) removal by swap-with-last.
+
+The inverted lists are reached through the same pointer tables the search reads; the
+Python layer guarantees every touched bucket owns writable arrays and holds the write
+lock, so no search runs meanwhile.
+"""
+from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
+
+DEF BLOCK = 8
+
+
+def remove_slots(const int32_t[::1] slots, const int32_t[::1] buckets, int32_t[::1] slot_pos,
+                 const uintptr_t[::1] code_ptrs, const uintptr_t[::1] factor_ptrs,
+                 const uintptr_t[::1] slot_ptrs, int64_t[::1] sizes, int n_words):
+    """Remove each ``slots[i]`` from bucket ``buckets[i]``: the bucket's last row moves
+    into its place."""
+    cdef int64_t i, n = slots.shape[0], p, last
+    cdef int32_t s, b, moved
+    cdef int w
+    cdef uint64_t* codes
+    cdef float* factors
+    cdef int32_t* bslots
+    with nogil:
+        for i in range(n):
+            s = slots[i]
+            b = buckets[i]
+            p = slot_pos[s]
+            last = sizes[b] - 1
+            codes = <uint64_t*> code_ptrs[b]
+            factors = <float*> factor_ptrs[b]
+            bslots = <int32_t*> slot_ptrs[b]
+            if p != last:
+                for w in range(n_words):
+                    codes[(p // BLOCK) * n_words * BLOCK + w * BLOCK + p % BLOCK] = \
+                        codes[(last // BLOCK) * n_words * BLOCK + w * BLOCK + last % BLOCK]
+                factors[(p // BLOCK) * 2 * BLOCK + p % BLOCK] = \
+                    factors[(last // BLOCK) * 2 * BLOCK + last % BLOCK]
+                factors[(p // BLOCK) * 2 * BLOCK + BLOCK + p % BLOCK] = \
+                    factors[(last // BLOCK) * 2 * BLOCK + BLOCK + last % BLOCK]
+                moved = bslots[last]
+                bslots[p] = moved
+                slot_pos[moved] = <int32_t> p
+            sizes[b] = last

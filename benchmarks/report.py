@@ -143,12 +143,15 @@ def plot_pareto(results: list[dict], out_dir: str) -> list[str]:
     for dataset, by_mode in _group(results).items():
         for mode, engines in by_mode.items():
             fig, ax = plt.subplots(figsize=(8, 5.5))
-            for engine in sorted(engines):
+            for i, engine in enumerate(sorted(engines)):
                 front = pareto_front([(ln["recall@10"], ln["qps"]) for ln in engines[engine]
                                       if ln.get("recall@10") is not None])
-                style = {"linewidth": 2.5, "color": "black"} if engine == "binidx" else {}
-                ax.plot([p[0] for p in front], [p[1] for p in front], marker="o",
-                        markersize=4, label=engine, **style)
+                style = {"marker": "os^vD<>ph"[i % 9], "markersize": 4}
+                if engine == "binidx":
+                    style.update(linewidth=2.5, color="black")
+                elif engine == "faiss-exact":  # one point at recall 1: make it visible
+                    style.update(marker="*", markersize=12)
+                ax.plot([p[0] for p in front], [p[1] for p in front], label=engine, **style)
             ax.set_yscale("log")
             ax.set_xlabel("recall@10 (tie-aware)")
             ax.set_ylabel("queries per second (log scale)")

@@ -74,19 +74,7 @@ class BucketStore:
         capacity = self.slots[b].shape[0]
         if needed <= capacity and self.owned[b]:
             return
-        blocks = int(n_blocks(max(needed, int(capacity * _GROWTH), _MIN_CAPACITY)))
-        used = int(n_blocks(self.sizes[b]))
-        # Zero-filled so that the padding lanes the scan reads are finite numbers.
-        codes = np.zeros((blocks, self.n_words, BLOCK), np.uint64)
-        factors = np.zeros((blocks, 2, BLOCK), np.float32)
-        slots = np.zeros(blocks * BLOCK, np.int32)
-        size = int(self.sizes[b])
-        codes[:used] = self.codes[b][:used]
-        factors[:used] = self.factors[b][:used]
-        slots[:size] = self.slots[b][:size]
-        self.codes[b], self.factors[b], self.slots[b] = codes, factors, slots
-        self.owned[b] = True
-        self._refresh_pointers(b)
+        self._resize(b, max(needed, int(capacity * _GROWTH), _MIN_CAPACITY))
 
     def _write_rows(self, b: int, positions: np.ndarray, codes: np.ndarray,
                     factors: np.ndarray, slots: np.ndarray) -> None:
@@ -127,6 +115,37 @@ class BucketStore:
         _update.remove_slots(slots.astype(np.int32), buckets.astype(np.int32), self.slot_pos,
                              self.code_ptrs, self.factor_ptrs, self.slot_ptrs, self.sizes,
                              self.n_words)
+        # Give memory back: a bucket below a quarter of its capacity is reallocated at
+        # twice its size (the hysteresis keeps add/remove cycles from reallocating).
+        touched = np.unique(buckets)
+        capacity = np.array([self.slots[b].shape[0] for b in touched.tolist()])
+        for b in touched[(self.sizes[touched] * 4 < capacity) & (capacity > 2 * _MIN_CAPACITY)].tolist():
+            self._resize(b, max(2 * int(self.sizes[b]), _MIN_CAPACITY))
+
+    def _resize(self, b: int, capacity: int) -> None:
+        """Move bucket b into fresh arrays of the given capacity (>= its size)."""
+        blocks = int(n_blocks(capacity))
+        used = int(n_blocks(self.sizes[b]))
+        size = int(self.sizes[b])
+        codes = np.zeros((blocks, self.n_words, BLOCK), np.uint64)
+        factors = np.zeros((blocks, 2, BLOCK), np.float32)
+        slots = np.zeros(blocks * BLOCK, np.int32)
+        codes[:used] = self.codes[b][:used]
+        factors[:used] = self.factors[b][:used]
+        slots[:size] = self.slots[b][:size]
+        self.codes[b], self.factors[b], self.slots[b] = codes, factors, slots
+        self.owned[b] = True
+        self._refresh_pointers(b)
+
+    def move_slots(self, old: np.ndarray, new: np.ndarray, buckets: np.ndarray) -> None:
+        """The vectors in slots ``old`` now live in slots ``new`` (same buckets)."""
+        from ._kernels import _update
+
+        for b in np.unique(buckets[~self.owned[buckets]]).tolist():
+            self._reserve(b, self.codes[b].shape[0] * BLOCK)
+        self._track(new, np.zeros(new.size, np.int32))  # make room in slot_pos
+        _update.move_slots(old.astype(np.int32), new.astype(np.int32), buckets.astype(np.int32),
+                           self.slot_pos, self.slot_ptrs)
 
     def _read_positions(self, b: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         blk, lane = positions // BLOCK, positions % BLOCK
@@ -167,9 +186,13 @@ class BucketStore:
         return sizes, codes, factors, slots
 
     def nbytes(self) -> int:
-        """Bytes held by the live rows (codes, factors, slots) plus the pointer tables."""
-        per_row = self.n_words * 8 + 2 * 4 + 4
-        return int(self.sizes.sum()) * per_row + 4 * self.n_lists * 8
+        """Bytes allocated for the inverted lists (codes, factors, slots, with spare
+        capacity) and their tables; views into a loaded file count their used part."""
+        arrays = sum(c.nbytes + f.nbytes + s.nbytes
+                     for c, f, s in zip(self.codes, self.factors, self.slots))
+        tables = (self.sizes.nbytes + self.code_ptrs.nbytes + self.factor_ptrs.nbytes
+                  + self.slot_ptrs.nbytes + self.slot_pos.nbytes + self.owned.nbytes)
+        return int(arrays + tables)
 
 
 class VectorStore:
@@ -258,6 +281,36 @@ class VectorStore:
         self.slot_ids[slots] = -1
         self.slot_buckets[slots] = -1
         self.free.extend(slots.tolist())
+
+    def compaction_plan(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """When fewer than half the slots hold a vector, the (old, new) slot pairs that
+        move the highest live slots into the lowest free ones, else None."""
+        capacity = self.vectors.shape[0]
+        if capacity <= 4096 or 2 * self.n_live >= capacity:
+            return None
+        live = self.slot_ids[:self.high_water] >= 0
+        old = np.flatnonzero(live[self.n_live:]) + self.n_live
+        new = np.flatnonzero(~live[:self.n_live])
+        return old, new
+
+    def compact(self, old: np.ndarray, new: np.ndarray) -> None:
+        """Apply a compaction plan and shrink the arrays to the live vectors (+25%)."""
+        self.vectors[new] = self.vectors[old]
+        self.slot_ids[new] = self.slot_ids[old]
+        self.slot_buckets[new] = self.slot_buckets[old]
+        if self._id_to_slot is not None:
+            self._id_to_slot.update(zip(self.slot_ids[new].tolist(), new.tolist()))
+        n = self.n_live
+        capacity = max(int(n * 1.25), 1024)
+        vectors = np.empty((capacity, self.dim), np.float32)
+        vectors[:n] = self.vectors[:n]
+        slot_ids = np.full(capacity, -1, np.int64)
+        slot_ids[:n] = self.slot_ids[:n]
+        slot_buckets = np.full(capacity, -1, np.int32)
+        slot_buckets[:n] = self.slot_buckets[:n]
+        self.vectors, self.slot_ids, self.slot_buckets = vectors, slot_ids, slot_buckets
+        self.high_water = n
+        self.free = []
 
     def nbytes(self) -> int:
         return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_buckets.nbytes)

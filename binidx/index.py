@@ -326,7 +326,26 @@ class Index:
             self._labels.release(slots)
             self._store.release(slots)
             self._version += 1
+            self._compact_if_sparse()
         return int(slots.size)
+
+    def _compact_if_sparse(self) -> None:
+        """Give float-vector memory back once fewer than half the slots are in use."""
+        plan = self._store.compaction_plan()
+        if plan is None:
+            return
+        old, new = plan
+        self._buckets.move_slots(old, new, self._store.slot_buckets[old])
+        labels = self._labels.slot_labels
+        self._store.compact(old, new)
+        if self._labels.used:
+            moved = labels.copy()
+            moved[new] = labels[old]
+            self._labels = LabelStore.from_array(moved[:self._store.high_water])
+            self._labels.grow(self._store.vectors.shape[0])
+        else:
+            self._labels = LabelStore()
+            self._labels.grow(self._store.vectors.shape[0])
 
     def upsert(self, x: Any, ids: Any, labels: Any = None) -> np.ndarray:
         """Insert vectors, replacing those whose id is already in the index.

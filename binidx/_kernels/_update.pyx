@@ -42,3 +42,16 @@ def remove_slots(const int32_t[::1] slots, const int32_t[::1] buckets, int32_t[:
                 bslots[p] = moved
                 slot_pos[moved] = <int32_t> p
             sizes[b] = last
+
+
+def move_slots(const int32_t[::1] old, const int32_t[::1] new, const int32_t[::1] buckets,
+               int32_t[::1] slot_pos, const uintptr_t[::1] slot_ptrs):
+    """Renumber slots in the inverted lists: the row of ``old[i]`` (in bucket
+    ``buckets[i]``) now refers to slot ``new[i]``."""
+    cdef int64_t i, n = old.shape[0]
+    cdef int32_t p
+    with nogil:
+        for i in range(n):
+            p = slot_pos[old[i]]
+            (<int32_t*> slot_ptrs[buckets[i]])[p] = new[i]
+            slot_pos[new[i]] = p

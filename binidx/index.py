@@ -338,6 +338,7 @@ class Index:
         self._buckets.move_slots(old, new, self._store.slot_buckets[old])
         labels = self._labels.slot_labels
         self._store.compact(old, new)
+        self._buckets.slot_pos = self._buckets.slot_pos[:self._store.vectors.shape[0]].copy()
         if self._labels.used:
             moved = labels.copy()
             moved[new] = labels[old]

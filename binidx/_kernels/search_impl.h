@@ -108,11 +108,11 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     // 2. Rotate the query once: qrot = P q.
     K.matvec_t(v.projection_t, q, dim, v.n_bits, ws.qrot.data());
 
-    // Candidates are kept in a buffer of 2 * n_rerank entries: when it is full, the
+    // Candidates are kept in a buffer of 4 * n_rerank entries (at least 256): when it is full, the
     // n_rerank best stay and the worst of them becomes the admission threshold, so most
     // estimates of far buckets cost one comparison (amortised O(1) per scanned code).
     const int64_t keep = std::max<int64_t>(n_rerank, 1);
-    const size_t cap = 2 * (size_t)keep;
+    const size_t cap = std::max<size_t>(4 * (size_t)keep, 256);
     if (ws.cands.size() < cap) ws.cands.resize(cap);
     float threshold = std::numeric_limits<float>::infinity();
     int64_t m = 0;

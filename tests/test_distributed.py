@@ -355,7 +355,8 @@ def test_dead_shard_partial_results_and_reconnect(ray_local, tmp_path, sift_smal
     with pytest.raises(ShardUnavailableError, match="len: 1 of 3"):
         len(index)
     # reconnect() starts the dead shard again from its directory; the retry completes.
-    index.reconnect()
+    assert index.reconnect() == [1]
+    assert index.reconnect() == []
     index.add(x[:30], new)
     assert len(index) == 3030
     assert index.search(q, 10).complete
@@ -437,3 +438,49 @@ def test_damaged_directories(ray_local, tmp_path, sift_small):
     (where / MANIFEST_NAME).write_text('{"kind": "binidx.ShardedIndex", "version": 99}')
     with pytest.raises(IndexFormatError, match="field 'uid' is missing"):
         ShardedIndex.open(where)
+
+
+# ------------------------------------------------------------------ multi-node
+@pytest.mark.skipif(os.environ.get("BINIDX_RAY_MULTINODE") != "1",
+                    reason="multi-node Ray test: set BINIDX_RAY_MULTINODE=1 (about a minute)")
+def test_multinode_shards_survive_losing_a_node(tmp_path, sift_small, monkeypatch):
+    """Head (no CPU, so no shard) + 2 worker nodes: one shard per node; a node is removed
+    and its shard comes back on the other node from the shared directory."""
+    import ray._private.ray_constants
+    from ray.cluster_utils import Cluster
+
+    x, q = sift_small
+    if ray.is_initialized():
+        ray.shutdown()  # this test needs its own cluster, not the module's local Ray
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # ray.init(address=...) rewrites a loopback address to the machine's network address,
+    # where these nodes do not listen; Ray skips that rewrite when clusters are "off".
+    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
+    local_only = {"node_ip_address": "127.0.0.1"}
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 0, "include_dashboard": False, **local_only})
+    try:
+        workers = [cluster.add_node(num_cpus=1, **local_only) for _ in range(2)]
+        ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 namespace="binidx-tests")
+        index = ShardedIndex.create(tmp_path / "m", 2, train_x=x[:2000], n_lists=32, seed=5)
+        ids = np.arange(4000, dtype=np.int64)
+        index.add(x[:4000], ids)
+        nodes = {info["shard"]: info["node_id"] for info in index.info()}
+        assert len(set(nodes.values())) == 2, f"shards not spread over the nodes: {nodes}"
+        before = index.search(q, 10)
+        victim = next(w for w in workers if w.node_id == nodes[0])
+        cluster.remove_node(victim)
+        # Shard 0 is restarted on the surviving node and replays its log from the shared
+        # directory; the search waits for it (Ray re-sends the call).
+        after = index.search(q, 10, timeout=180)
+        _assert_same(after, before)
+        infos = index.info()
+        assert infos[0]["restarted"] and infos[0]["node_id"] != nodes[0]
+        assert len(index) == 4000
+        index.add(x[4000:4100], np.arange(4000, 4100))
+        assert len(index) == 4100
+        index.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -282,20 +282,32 @@ class ShardedIndex:
         refs = {s: self._actors[s].info.remote() for s in shards}
         self._gather(refs, timeout, "start", allow_partial=False)
 
-    def reconnect(self, timeout: float | None = DEFAULT_READY_TIMEOUT) -> None:
+    def reconnect(self, timeout: float | None = DEFAULT_READY_TIMEOUT) -> list[int]:
         """Start again every shard actor that is dead for good (killed without restart,
-        or out of restarts); live ones are kept.  Each restarted shard recovers its
-        directory before this returns."""
+        or out of restarts); live ones are kept.
+
+        Each restarted shard recovers its directory before this returns.  A shard that
+        Ray is still restarting is left to Ray.
+
+        Returns
+        -------
+        list of int
+            The shards started again.
+        """
         self._check_open()
-        dead = []
         refs = {s: a.info.remote() for s, a in enumerate(self._actors)}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+        ready = set(ready)
+        dead = []
         for s, ref in refs.items():
-            try:
-                ray.get(ref, timeout=timeout)
-            except ray_exc.ActorDiedError:
-                dead.append(s)
+            if ref in ready:
+                try:
+                    ray.get(ref)
+                except ray_exc.RayActorError:  # dead for good: a restarting one would answer
+                    dead.append(s)
         if dead:
             self._connect(dead, timeout)
+        return dead
 
     def close(self, stop: bool | None = None, *, timeout: float | None = 60.0) -> None:
         """Let go of the shards; idempotent.
@@ -317,7 +329,14 @@ class ShardedIndex:
             targets = [] if self._detached else sorted(self._created)
         else:
             targets = list(range(self._n_shards)) if stop else []
-        refs = [self._actors[s].close.remote() for s in targets]
+        if not ray.is_initialized():
+            return  # the cluster is gone, and the actors with it
+        refs = []
+        for s in targets:
+            try:
+                refs.append(self._actors[s].close.remote())
+            except Exception:  # noqa: BLE001 - Ray raises a plain Exception for a dead actor
+                pass
         if refs:
             ray.wait(refs, num_returns=len(refs), timeout=timeout)
         for s in targets:

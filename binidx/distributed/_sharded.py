@@ -9,8 +9,10 @@ budget that covers the probed buckets, the merged result is exactly what one loc
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import time
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,10 @@ DEFAULT_READY_TIMEOUT = 300.0
 """Seconds ``create`` / ``open`` wait for every shard to have opened its directory."""
 
 MAX_SHARDS = 9999
+
+# Query batches up to this size are sent inside each call rather than through ray.put
+# (Ray itself inlines arguments below 100 KiB).
+_INLINE_BYTES = 64 * 1024
 
 _ACTOR_CLASS = None
 
@@ -333,10 +339,9 @@ class ShardedIndex:
             return  # the cluster is gone, and the actors with it
         refs = []
         for s in targets:
-            try:
+            # Ray raises a plain Exception for a call to an actor it no longer knows.
+            with contextlib.suppress(Exception):
                 refs.append(self._actors[s].close.remote())
-            except Exception:  # noqa: BLE001 - Ray raises a plain Exception for a dead actor
-                pass
         if refs:
             ray.wait(refs, num_returns=len(refs), timeout=timeout)
         for s in targets:
@@ -419,7 +424,15 @@ class ShardedIndex:
         """
         if not refs:
             return {}, {}
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+        started = time.monotonic()
+        try:
+            # The common case in one call (ray.wait first would add ~0.5 ms per call).
+            values = ray.get(list(refs.values()), timeout=timeout)
+            return dict(zip(refs, values)), {}
+        except ray_exc.RayError:
+            pass  # a shard failed or the time is up: sort out who answered, below
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=left)
         ready = set(ready)
         results: dict[int, Any] = {}
         failed: dict[int, str] = {}
@@ -615,8 +628,10 @@ class ShardedIndex:
         n_probe = check_positive_int(n_probe, "n_probe", allow_none=True) or self.n_probe
         n_rerank = check_positive_int(n_rerank, "n_rerank", allow_none=True) or self.n_rerank
         n_threads = check_positive_int(n_threads, "n_threads", allow_none=True)
-        q_ref = ray.put(q)  # one copy in the object store, read by every shard
-        refs = {s: a.search.remote(q_ref, k, n_probe, n_rerank, n_threads)
+        # A large batch goes to the object store once for every shard; a small one travels
+        # inside each call, which is faster than a put (~1 ms) and a fetch per shard.
+        q_arg = ray.put(q) if q.nbytes > _INLINE_BYTES else q
+        refs = {s: a.search.remote(q_arg, k, n_probe, n_rerank, n_threads)
                 for s, a in enumerate(self._actors)}
         results, failed = self._gather(refs, timeout, "search", allow_partial=allow_partial)
         d, i = merge([results[s] for s in sorted(results)], k, self.metric)

@@ -1,0 +1,187 @@
+"""Cost of sharding: binidx.distributed.ShardedIndex against one local binidx.Index.
+
+Both hold the same vectors with the same trained parameters (the sharded index is created
+from the local one's training), so any difference in time is the price of Ray's
+scatter-gather, and any difference in recall comes from each shard reranking its own
+``n_rerank`` candidates.  Measured, for each shard count:
+
+* ``rpc_ms``: one bare actor call (the floor of any sharded operation);
+* batch of 1 query: median latency of a call, local vs sharded, and the difference;
+* batch of 1,000 queries: median time of the call and queries per second;
+* ingestion: vectors per second through ``add`` (logged with ``sync="always"``);
+* recall@10 of both (tie-aware, against the dataset's exact ground truth).
+
+Every shard runs on this machine as its own Ray worker process, so this measures the
+overhead, not the scaling of a real cluster (where each shard has its own cores).
+
+Usage (from the repository root)::
+
+    python benchmarks/distributed_bench.py --dataset ../shared/data/dev-sift
+    python benchmarks/distributed_bench.py --dataset ../shared/data/dev-sift --shards 1,2,4 \
+        --out benchmarks/results/distributed-dev-sift.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import binidx
+from binidx._reference import recall_at_k
+from binidx.datasets import load_folder
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def _single_query_ms(search, queries: np.ndarray) -> float:
+    """Median latency of one-query calls over ``queries`` (after one warm-up call)."""
+    search(queries[:1])
+    times = []
+    for row in range(queries.shape[0]):
+        t = time.perf_counter()
+        search(queries[row:row + 1])
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def _time_sharded(ray, index, queries: np.ndarray, singles: np.ndarray,
+                  repeats: int) -> tuple[float, float, float]:
+    """Bare actor call, batch and one-query latencies (ms) of one sharded index."""
+    actor = index.actor(0)
+    rpc_ms = _median_ms(lambda: ray.get(actor.count.remote()), 200)
+    batch_ms = _median_ms(lambda: index.search(queries, 10), repeats)
+    single_ms = _single_query_ms(lambda q: index.search(q, 10), singles)
+    return rpc_ms, batch_ms, single_ms
+
+
+def _recall(ds, ids: np.ndarray, distances: np.ndarray, nq: int) -> float:
+    gt_d = ds.groundtruth_distances[:nq] if ds.groundtruth_distances is not None else None
+    return recall_at_k(ids, ds.groundtruth[:nq], 10, gt_d, distances if gt_d is not None else None,
+                       metric=ds.metric)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    import ray
+
+    from binidx.distributed import ShardedIndex
+
+    ds = load_folder(args.dataset)
+    base = ds.base
+    queries = ds.queries[:args.batch]
+    singles = ds.queries[:args.single]
+    print(f"{ds.name}: {base.shape[0]} x {base.shape[1]} ({ds.metric}), "
+          f"{queries.shape[0]} queries per batch, {singles.shape[0]} single queries", flush=True)
+
+    t = time.perf_counter()
+    local = binidx.Index(base.shape[1], metric=ds.metric, seed=0).train(base)
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    local.add(base)
+    local_add_s = time.perf_counter() - t
+    print(f"local: n_lists={local.n_lists}, n_probe={local.n_probe}, n_rerank={local.n_rerank}, "
+          f"train {train_s:.1f} s, add {local_add_s:.1f} s", flush=True)
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")
+    rows = []
+    local_batch_ms = _median_ms(lambda: local.search(queries, 10), args.repeats)
+    local_single_ms = _single_query_ms(lambda q: local.search(q, 10), singles)
+    local_res = local.search(queries, 10)
+    local_recall = _recall(ds, local_res.ids, local_res.distances, queries.shape[0])
+    workdir = tempfile.mkdtemp(prefix="binidx-dist-bench-")
+    try:
+        for n_shards in args.shards:
+            where = os.path.join(workdir, f"s{n_shards}")
+            t = time.perf_counter()
+            index = ShardedIndex.create(where, n_shards, trained=local)
+            start_s = time.perf_counter() - t
+            ids = np.arange(base.shape[0], dtype=np.int64)
+            t = time.perf_counter()
+            for lo in range(0, base.shape[0], args.add_batch):
+                index.add(base[lo:lo + args.add_batch], ids[lo:lo + args.add_batch])
+            add_s = time.perf_counter() - t
+            rpc_ms, batch_ms, single_ms = _time_sharded(ray, index, queries, singles, args.repeats)
+            res = index.search(queries, 10)
+            row = {
+                "dataset": ds.name, "n": int(base.shape[0]), "n_shards": n_shards,
+                "n_lists": local.n_lists, "n_probe": local.n_probe, "n_rerank": local.n_rerank,
+                "start_s": round(start_s, 2), "rpc_ms": round(rpc_ms, 3),
+                "add_vectors_per_s": round(base.shape[0] / add_s),
+                "local_add_vectors_per_s": round(base.shape[0] / local_add_s),
+                "single_ms": round(single_ms, 3), "local_single_ms": round(local_single_ms, 3),
+                "single_overhead_ms": round(single_ms - local_single_ms, 3),
+                "batch": queries.shape[0], "batch_ms": round(batch_ms, 1),
+                "local_batch_ms": round(local_batch_ms, 1),
+                "batch_overhead_ms": round(batch_ms - local_batch_ms, 1),
+                "qps": round(1e3 * queries.shape[0] / batch_ms),
+                "local_qps": round(1e3 * queries.shape[0] / local_batch_ms),
+                "recall10": round(_recall(ds, res.ids, res.distances, queries.shape[0]), 4),
+                "local_recall10": round(local_recall, 4),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            index.close()
+            shutil.rmtree(where, ignore_errors=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        ray.shutdown()
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| shards | 1 query: local ms | sharded ms | overhead ms | 1,000 queries: local ms "
+            "| sharded ms | local QPS | sharded QPS | recall@10 local / sharded | add vec/s "
+            "local / sharded | bare actor call ms |")
+    lines = [head, "|" + " ---: |" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['n_shards']} | {r['local_single_ms']:.2f} | {r['single_ms']:.2f} | "
+            f"{r['single_overhead_ms']:.2f} | {r['local_batch_ms']:.0f} | {r['batch_ms']:.0f} | "
+            f"{r['local_qps']:,} | {r['qps']:,} | {r['local_recall10']:.3f} / {r['recall10']:.3f} | "
+            f"{r['local_add_vectors_per_s']:,} / {r['add_vectors_per_s']:,} | {r['rpc_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="../shared/data/dev-sift",
+                   help="texmex folder with base/query/groundtruth (default: %(default)s)")
+    p.add_argument("--shards", default="1,2,4",
+                   help="comma-separated shard counts (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=1000, help="queries per batch (default 1000)")
+    p.add_argument("--single", type=int, default=200,
+                   help="one-query calls timed (default 200)")
+    p.add_argument("--repeats", type=int, default=5, help="repeats of the batch (median)")
+    p.add_argument("--add-batch", type=int, default=20_000, help="vectors per add call")
+    p.add_argument("--out", help="also append the result lines (JSON) to this file")
+    args = p.parse_args(argv)
+    args.shards = [int(s) for s in args.shards.split(",")]
+    rows = run(args)
+    print()
+    print(markdown(rows))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,34 +40,35 @@ from binidx._reference import recall_at_k
 from binidx.datasets import load_folder
 
 
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def _interleaved_ms(calls: dict, repeats: int) -> dict:
+    """Median milliseconds of each call, timed in turns (a, b, a, b, ...) after one warm-up
+    round, so that a load change on this shared machine hits every call alike."""
+    for fn in calls.values():
         fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+    times: dict = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
-def _single_query_ms(search, queries: np.ndarray) -> float:
-    """Median latency of one-query calls over ``queries`` (after one warm-up call)."""
-    search(queries[:1])
-    times = []
-    for row in range(queries.shape[0]):
-        t = time.perf_counter()
-        search(queries[row:row + 1])
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
-
-
-def _time_sharded(ray, index, queries: np.ndarray, singles: np.ndarray,
-                  repeats: int) -> tuple[float, float, float]:
-    """Bare actor call, batch and one-query latencies (ms) of one sharded index."""
+def _time_pair(ray, local, index, queries: np.ndarray, singles: np.ndarray,
+               repeats: int) -> dict:
+    """Bare actor call, one-query and batch latencies (ms), local and sharded in turns."""
     actor = index.actor(0)
-    rpc_ms = _median_ms(lambda: ray.get(actor.count.remote()), 200)
-    batch_ms = _median_ms(lambda: index.search(queries, 10), repeats)
-    single_ms = _single_query_ms(lambda q: index.search(q, 10), singles)
-    return rpc_ms, batch_ms, single_ms
+    out = _interleaved_ms({"rpc": lambda: ray.get(actor.count.remote())}, 200)
+    rows = iter(range(10**9))
+
+    def one(engine):
+        return lambda: engine.search(singles[next(rows) % singles.shape[0]][None], 10)
+
+    out.update(_interleaved_ms({"local_single": one(local), "single": one(index)},
+                               singles.shape[0]))
+    out.update(_interleaved_ms({"local_batch": lambda: local.search(queries, 10),
+                                "batch": lambda: index.search(queries, 10)}, repeats))
+    return out
 
 
 def _recall(ds, ids: np.ndarray, distances: np.ndarray, nq: int) -> float:
@@ -101,8 +102,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1")
     rows = []
-    local_batch_ms = _median_ms(lambda: local.search(queries, 10), args.repeats)
-    local_single_ms = _single_query_ms(lambda q: local.search(q, 10), singles)
     local_res = local.search(queries, 10)
     local_recall = _recall(ds, local_res.ids, local_res.distances, queries.shape[0])
     workdir = tempfile.mkdtemp(prefix="binidx-dist-bench-")
@@ -117,23 +116,25 @@ def run(args: argparse.Namespace) -> list[dict]:
             for lo in range(0, base.shape[0], args.add_batch):
                 index.add(base[lo:lo + args.add_batch], ids[lo:lo + args.add_batch])
             add_s = time.perf_counter() - t
-            rpc_ms, batch_ms, single_ms = _time_sharded(ray, index, queries, singles, args.repeats)
+            ms = _time_pair(ray, local, index, queries, singles, args.repeats)
             res = index.search(queries, 10)
             row = {
                 "dataset": ds.name, "n": int(base.shape[0]), "n_shards": n_shards,
                 "n_lists": local.n_lists, "n_probe": local.n_probe, "n_rerank": local.n_rerank,
-                "start_s": round(start_s, 2), "rpc_ms": round(rpc_ms, 3),
+                "start_s": round(start_s, 2), "rpc_ms": round(ms["rpc"], 3),
                 "add_vectors_per_s": round(base.shape[0] / add_s),
                 "local_add_vectors_per_s": round(base.shape[0] / local_add_s),
-                "single_ms": round(single_ms, 3), "local_single_ms": round(local_single_ms, 3),
-                "single_overhead_ms": round(single_ms - local_single_ms, 3),
-                "batch": queries.shape[0], "batch_ms": round(batch_ms, 1),
-                "local_batch_ms": round(local_batch_ms, 1),
-                "batch_overhead_ms": round(batch_ms - local_batch_ms, 1),
-                "qps": round(1e3 * queries.shape[0] / batch_ms),
-                "local_qps": round(1e3 * queries.shape[0] / local_batch_ms),
+                "single_ms": round(ms["single"], 3), "local_single_ms": round(ms["local_single"], 3),
+                "single_overhead_ms": round(ms["single"] - ms["local_single"], 3),
+                "batch": queries.shape[0], "batch_ms": round(ms["batch"], 1),
+                "local_batch_ms": round(ms["local_batch"], 1),
+                "batch_overhead_ms": round(ms["batch"] - ms["local_batch"], 1),
+                "qps": round(1e3 * queries.shape[0] / ms["batch"]),
+                "local_qps": round(1e3 * queries.shape[0] / ms["local_batch"]),
                 "recall10": round(_recall(ds, res.ids, res.distances, queries.shape[0]), 4),
                 "local_recall10": round(local_recall, 4),
+                "loadavg": [round(v, 2) for v in os.getloadavg()],
+                "ray": ray.__version__,
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1000, help="queries per batch (default 1000)")
     p.add_argument("--single", type=int, default=200,
                    help="one-query calls timed (default 200)")
-    p.add_argument("--repeats", type=int, default=5, help="repeats of the batch (median)")
+    p.add_argument("--repeats", type=int, default=7, help="repeats of the batch (median)")
     p.add_argument("--add-batch", type=int, default=20_000, help="vectors per add call")
     p.add_argument("--out", help="also append the result lines (JSON) to this file")
     args = p.parse_args(argv)

@@ -9,7 +9,9 @@ scatter-gather, and any difference in recall comes from each shard reranking its
 * batch of 1 query: median latency of a call, local vs sharded, and the difference;
 * batch of 1,000 queries: median time of the call and queries per second;
 * ingestion: vectors per second through ``add`` (logged with ``sync="always"``);
-* recall@10 of both (tie-aware, against the dataset's exact ground truth).
+* recall@10 of both (tie-aware, against the dataset's exact ground truth);
+* recovery: seconds from killing shard 0 until a search is answered again, with every
+  add still in the write-ahead log, then after a checkpoint.
 
 Every shard runs on this machine as its own Ray worker process, so this measures the
 overhead, not the scaling of a real cluster (where each shard has its own cores).
@@ -55,7 +57,7 @@ def _interleaved_ms(calls: dict, repeats: int) -> dict:
 
 
 def _time_pair(ray, local, index, queries: np.ndarray, singles: np.ndarray,
-               repeats: int) -> dict:
+               repeats: int, shard_threads: int | None) -> dict:
     """Bare actor call, one-query and batch latencies (ms), local and sharded in turns."""
     actor = index.actor(0)
     out = _interleaved_ms({"rpc": lambda: ray.get(actor.count.remote())}, 200)
@@ -67,8 +69,24 @@ def _time_pair(ray, local, index, queries: np.ndarray, singles: np.ndarray,
     out.update(_interleaved_ms({"local_single": one(local), "single": one(index)},
                                singles.shape[0]))
     out.update(_interleaved_ms({"local_batch": lambda: local.search(queries, 10),
-                                "batch": lambda: index.search(queries, 10)}, repeats))
+                                "batch": lambda: index.search(queries, 10,
+                                                              n_threads=shard_threads)},
+                               repeats))
     return out
+
+
+def _recovery_s(ray, index, q: np.ndarray) -> float:
+    """Seconds from killing shard 0's actor until a new actor process answers a search
+    (Ray restarts the actor, which reopens its directory before serving)."""
+    actor = index.actor(0)
+    old_pid = ray.get(actor.info.remote())["pid"]
+    ray.kill(actor, no_restart=False)
+    t = time.perf_counter()
+    # ray.kill is asynchronous: a call may still reach the old process; wait for the new.
+    while ray.get(actor.info.remote(), timeout=600)["pid"] == old_pid:
+        time.sleep(0.01)
+    index.search(q, 10, timeout=600)
+    return time.perf_counter() - t
 
 
 def _recall(ds, ids: np.ndarray, distances: np.ndarray, nq: int) -> float:
@@ -116,10 +134,15 @@ def run(args: argparse.Namespace) -> list[dict]:
             for lo in range(0, base.shape[0], args.add_batch):
                 index.add(base[lo:lo + args.add_batch], ids[lo:lo + args.add_batch])
             add_s = time.perf_counter() - t
-            ms = _time_pair(ray, local, index, queries, singles, args.repeats)
-            res = index.search(queries, 10)
+            ms = _time_pair(ray, local, index, queries, singles, args.repeats,
+                            args.shard_threads)
+            res = index.search(queries, 10, n_threads=args.shard_threads)
+            replay_s = _recovery_s(ray, index, queries[:1])  # the log holds every add
+            index.checkpoint()
+            snapshot_s = _recovery_s(ray, index, queries[:1])  # a snapshot and an empty log
             row = {
                 "dataset": ds.name, "n": int(base.shape[0]), "n_shards": n_shards,
+                "shard_threads": args.shard_threads,
                 "n_lists": local.n_lists, "n_probe": local.n_probe, "n_rerank": local.n_rerank,
                 "start_s": round(start_s, 2), "rpc_ms": round(ms["rpc"], 3),
                 "add_vectors_per_s": round(base.shape[0] / add_s),
@@ -131,6 +154,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                 "batch_overhead_ms": round(ms["batch"] - ms["local_batch"], 1),
                 "qps": round(1e3 * queries.shape[0] / ms["batch"]),
                 "local_qps": round(1e3 * queries.shape[0] / ms["local_batch"]),
+                "shard_vectors": int(base.shape[0] // n_shards),
+                "recovery_from_log_s": round(replay_s, 2),
+                "recovery_from_snapshot_s": round(snapshot_s, 2),
                 "recall10": round(_recall(ds, res.ids, res.distances, queries.shape[0]), 4),
                 "local_recall10": round(local_recall, 4),
                 "loadavg": [round(v, 2) for v in os.getloadavg()],
@@ -157,6 +183,11 @@ def markdown(rows: list[dict]) -> str:
             f"{r['single_overhead_ms']:.2f} | {r['local_batch_ms']:.0f} | {r['batch_ms']:.0f} | "
             f"{r['local_qps']:,} | {r['qps']:,} | {r['local_recall10']:.3f} / {r['recall10']:.3f} | "
             f"{r['local_add_vectors_per_s']:,} / {r['add_vectors_per_s']:,} | {r['rpc_ms']:.2f} |")
+    lines += ["", ("| shards | vectors per shard | restart to first answer: log replay s "
+              "| after checkpoint s | shards started in s |"), "|" + " ---: |" * 5]
+    for r in rows:
+        lines.append(f"| {r['n_shards']} | {r['shard_vectors']:,} | {r['recovery_from_log_s']:.1f} "
+                     f"| {r['recovery_from_snapshot_s']:.1f} | {r['start_s']:.1f} |")
     return "\n".join(lines)
 
 
@@ -171,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="one-query calls timed (default 200)")
     p.add_argument("--repeats", type=int, default=7, help="repeats of the batch (median)")
     p.add_argument("--add-batch", type=int, default=20_000, help="vectors per add call")
+    p.add_argument("--shard-threads", type=int, default=None,
+                   help="n_threads of each shard's batch search (default: all cores)")
     p.add_argument("--out", help="also append the result lines (JSON) to this file")
     args = p.parse_args(argv)
     args.shards = [int(s) for s in args.shards.split(",")]

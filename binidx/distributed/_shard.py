@@ -33,9 +33,10 @@ from ..errors import BinidxError, ConcurrencyError, InvalidInputError
 from ._layout import check_shard_marker
 from ._routing import shard_of
 
-# After a crash, the previous holder of the directory lock may take a moment to be
-# gone (a process being killed, a node being fenced): wait this long before giving up.
-_LOCK_WAIT_S = 30.0
+# After a crash, the previous holder of the directory lock may take a while to be
+# gone (a process being killed; on NFSv4 a lost node's lock lives until its lease
+# expires, 90 s by default): wait this long before giving up.
+_LOCK_WAIT_S = 120.0
 
 
 class ShardServer:

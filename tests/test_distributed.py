@@ -184,6 +184,22 @@ def test_api_like_index(sift_sharded, sift_small):
     D[0, 0] = 1.0  # results are writable copies, not views of Ray's object store
 
 
+def test_handle_travels_to_ray_tasks(sift_sharded, sift_small):
+    # Many clients: the handle is pickled into tasks; closing a copy stops no shard.
+    _, q = sift_small
+
+    @ray.remote(num_cpus=0)
+    def search_elsewhere(index, queries):
+        found = index.search(queries, 5).ids
+        index.close()
+        return found
+
+    found = ray.get([search_elsewhere.remote(sift_sharded, q[i::2]) for i in range(2)])
+    assert np.array_equal(found[0], sift_sharded.search(q[0::2], 5).ids)
+    assert np.array_equal(found[1], sift_sharded.search(q[1::2], 5).ids)
+    assert len(sift_sharded) == N_BASE  # the shards still serve
+
+
 def test_writes_are_idempotent(sift_sharded, sift_small):
     x, q = sift_small
     ids = _ids(N_BASE)
@@ -442,7 +458,7 @@ def test_damaged_directories(ray_local, tmp_path, sift_small):
 
 # ------------------------------------------------------------------ multi-node
 @pytest.mark.skipif(os.environ.get("BINIDX_RAY_MULTINODE") != "1",
-                    reason="multi-node Ray test: set BINIDX_RAY_MULTINODE=1 (about a minute)")
+                    reason="multi-node Ray test: set BINIDX_RAY_MULTINODE=1 (about 15 s)")
 def test_multinode_shards_survive_losing_a_node(tmp_path, sift_small, monkeypatch):
     """Head (no CPU, so no shard) + 2 worker nodes: one shard per node; a node is removed
     and its shard comes back on the other node from the shared directory."""

@@ -347,6 +347,13 @@ class ShardedIndex:
         for s in targets:
             ray.kill(self._actors[s], no_restart=True)
 
+    def __getstate__(self) -> dict:
+        # A copy sent to a Ray task or another process is another client of the same
+        # shards: it must not stop them when it is closed.
+        state = dict(self.__dict__)
+        state["_created"] = set()
+        return state
+
     def __enter__(self) -> ShardedIndex:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
 

@@ -99,10 +99,13 @@ class ShardedIndex:
 
     Examples
     --------
+    Needs a Ray cluster (``ray.init()``), hence skipped as a doctest:
+
     >>> import numpy as np, ray, tempfile, os                       # doctest: +SKIP
     >>> from binidx.distributed import ShardedIndex                  # doctest: +SKIP
-    >>> x = np.random.default_rng(0).standard_normal((5000, 32)).astype(np.float32)
-    >>> where = os.path.join(tempfile.mkdtemp(), "catalog")
+    >>> ray.init(num_cpus=2)                                         # doctest: +SKIP
+    >>> x = np.random.default_rng(0).standard_normal((5000, 32)).astype(np.float32)  # doctest: +SKIP
+    >>> where = os.path.join(tempfile.mkdtemp(), "catalog")          # doctest: +SKIP
     >>> with ShardedIndex.create(where, 4, 32, train_x=x) as index:  # doctest: +SKIP
     ...     _ = index.add(x, ids=np.arange(5000))
     ...     D, I = index.search(x[:3], k=5)
@@ -123,6 +126,9 @@ class ShardedIndex:
                actor_options: dict | None = None,
                timeout: float | None = DEFAULT_READY_TIMEOUT) -> ShardedIndex:
         """Train once, lay out ``n_shards`` empty shards under ``path`` and start them.
+
+        Connect to the cluster first (``ray.init(address=...)``); without it Ray starts
+        a local instance on this machine.
 
         Parameters
         ----------

@@ -421,6 +421,9 @@ def test_clear_errors(ray_local, tmp_path, sift_small, sift_sharded):
         ShardedIndex.create(tmp_path / "n", 2)
     with pytest.raises(InvalidInputError, match="n_shards must be >= 1"):
         ShardedIndex.create(tmp_path / "n", 0, train_x=x[:100])
+    with pytest.raises(InvalidInputError, match="actor_options must be a dict or a callable"):
+        ShardedIndex.create(tmp_path / "n", 2, train_x=x[:100], actor_options=[("num_cpus", 1)])
+    assert not (tmp_path / "n").exists()  # refused before anything was written
     with pytest.raises(TypeError, match=r"ShardedIndex.create\(path"):
         ShardedIndex()
     with pytest.raises(InvalidInputError, match="dimension 64, but the index was built with dim=128"):
@@ -479,11 +482,20 @@ def test_multinode_shards_survive_losing_a_node(tmp_path, sift_small, monkeypatc
         workers = [cluster.add_node(num_cpus=1, **local_only) for _ in range(2)]
         ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False,
                  namespace="binidx-tests")
-        index = ShardedIndex.create(tmp_path / "m", 2, train_x=x[:2000], n_lists=32, seed=5)
+        # SPREAD (the default) is best effort: pin shard s to worker s, softly, so that Ray
+        # may still move it when its node is gone.
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        def on_worker(shard: int) -> dict:
+            node = workers[shard].node_id
+            return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)}
+
+        index = ShardedIndex.create(tmp_path / "m", 2, train_x=x[:2000], n_lists=32, seed=5,
+                                    actor_options=on_worker)
         ids = np.arange(4000, dtype=np.int64)
         index.add(x[:4000], ids)
         nodes = {info["shard"]: info["node_id"] for info in index.info()}
-        assert len(set(nodes.values())) == 2, f"shards not spread over the nodes: {nodes}"
+        assert [nodes[s] for s in (0, 1)] == [w.node_id for w in workers], nodes
         before = index.search(q, 10)
         victim = next(w for w in workers if w.node_id == nodes[0])
         cluster.remove_node(victim)

@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,13 @@ def _empty_copy(index: Index) -> Index:
     return out
 
 
+def _check_actor_options(actor_options: Any) -> None:
+    if actor_options is not None and not (callable(actor_options)
+                                          or isinstance(actor_options, dict)):
+        raise InvalidInputError(f"actor_options must be a dict or a callable taking the "
+                                f"shard number, got {type(actor_options).__name__}")
+
+
 def _template_property(name: str, doc: str) -> property:
     """A read-only property answered by the local template (every shard has the same)."""
     return property(lambda self: getattr(self._template, name), doc=doc)
@@ -123,7 +131,7 @@ class ShardedIndex:
                train_x: Any = None, trained: Index | None = None, metric: str = "l2",
                n_lists: int | None = None, n_bits: int | None = None, seed: int = 0,
                sync: str | float = "always", detached: bool = False,
-               actor_options: dict | None = None,
+               actor_options: dict | Callable[[int], dict] | None = None,
                timeout: float | None = DEFAULT_READY_TIMEOUT) -> ShardedIndex:
         """Train once, lay out ``n_shards`` empty shards under ``path`` and start them.
 
@@ -154,10 +162,12 @@ class ShardedIndex:
             Start the actors with ``lifetime="detached"``: they outlive this process and
             keep serving other clients until ``close(stop=True)``.  Otherwise they stop
             when this handle is closed or this process exits.
-        actor_options : dict, optional
+        actor_options : dict or callable, optional
             Passed to ``.options()`` of every shard actor, over the defaults
             (``max_restarts=-1``, ``max_task_retries=3``, ``scheduling_strategy="SPREAD"``),
-            e.g. ``{"num_cpus": 4, "memory": 16 * 2**30}`` to reserve a node's share.
+            e.g. ``{"num_cpus": 4, "memory": 16 * 2**30}`` to reserve a node's share.  A
+            callable is called with the shard number and returns that shard's options
+            (to pin shards to nodes: ``SPREAD`` is only best effort).
         timeout : float or None, default 300
             Seconds to wait for every shard to be up (None: no limit).
 
@@ -166,6 +176,7 @@ class ShardedIndex:
         ShardedIndex
         """
         n_shards = check_positive_int(n_shards, "n_shards", maximum=MAX_SHARDS)
+        _check_actor_options(actor_options)
         if (train_x is None) == (trained is None):
             raise InvalidInputError("pass exactly one of train_x= (vectors to train the buckets "
                                     "and encoder on) and trained= (a trained binidx.Index)")
@@ -211,7 +222,7 @@ class ShardedIndex:
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, detached: bool = False,
-             actor_options: dict | None = None,
+             actor_options: dict | Callable[[int], dict] | None = None,
              timeout: float | None = DEFAULT_READY_TIMEOUT) -> ShardedIndex:
         """Connect to the sharded index in ``path``.
 
@@ -239,6 +250,7 @@ class ShardedIndex:
             If a shard does not come up within ``timeout`` (the message gives its error,
             for example a shard directory that this node cannot see).
         """
+        _check_actor_options(actor_options)
         path = os.path.abspath(os.fspath(path))
         manifest = _layout.read_manifest(path)
         template = load_index(_layout.template_path(path))
@@ -253,14 +265,15 @@ class ShardedIndex:
 
     @classmethod
     def _start(cls, path: str, manifest: dict, template: Index, detached: bool,
-               actor_options: dict | None, timeout: float | None) -> ShardedIndex:
+               actor_options: dict | Callable[[int], dict] | None,
+               timeout: float | None) -> ShardedIndex:
         self = object.__new__(cls)
         self._path = path
         self._manifest = manifest
         self._template = template
         self._n_shards = manifest["n_shards"]
         self._detached = bool(detached)
-        self._actor_options = dict(actor_options or {})
+        self._actor_options = actor_options
         self._actors: list[Any] = [None] * self._n_shards
         self._created: set[int] = set()
         self._closed = False
@@ -275,10 +288,6 @@ class ShardedIndex:
         return f"binidx-{self._manifest['uid']}-shard-{shard:04d}"
 
     def _connect(self, shards: Any, timeout: float | None) -> None:
-        options = {"max_restarts": -1, "max_task_retries": DEFAULT_MAX_TASK_RETRIES,
-                   "scheduling_strategy": "SPREAD", **self._actor_options}
-        if self._detached:
-            options["lifetime"] = "detached"
         for s in shards:
             name = self._actor_name(s)
             try:
@@ -286,6 +295,10 @@ class ShardedIndex:
                 continue
             except ValueError:
                 pass  # not running: start it; it recovers its directory
+            options = {"max_restarts": -1, "max_task_retries": DEFAULT_MAX_TASK_RETRIES,
+                       "scheduling_strategy": "SPREAD", **self._shard_options(s)}
+            if self._detached:
+                options["lifetime"] = "detached"
             self._actors[s] = _actor_class().options(
                 name=name, namespace=NAMESPACE, get_if_exists=True, **options,
             ).remote(_layout.shard_dir(self._path, s), self._manifest["uid"], s,
@@ -293,6 +306,15 @@ class ShardedIndex:
             self._created.add(s)
         refs = {s: self._actors[s].info.remote() for s in shards}
         self._gather(refs, timeout, "start", allow_partial=False)
+
+    def _shard_options(self, shard: int) -> dict:
+        opts = self._actor_options
+        if callable(opts):
+            opts = opts(shard)
+            if not isinstance(opts, dict):
+                raise InvalidInputError(f"actor_options({shard}) returned a "
+                                        f"{type(opts).__name__}, expected a dict")
+        return dict(opts or {})
 
     def reconnect(self, timeout: float | None = DEFAULT_READY_TIMEOUT) -> list[int]:
         """Start again every shard actor that is dead for good (killed without restart,

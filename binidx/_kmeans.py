@@ -19,7 +19,9 @@ from .errors import InvalidInputError
 TRAIN_POINTS_PER_CENTROID = 40
 SEED_POINTS_PER_CENTROID = 4
 DEFAULT_N_ITER = 10
-_BLOCK = 8192
+# Rows per block of the point-to-centroid distance matrix: about 32 MB of float32 at any
+# n_lists (8192 rows x 4000 lists would be 131 MB of temporary at a 1M-vector build).
+_BLOCK_FLOATS = 8 * 1024 * 1024
 
 _numba_kernels = None
 
@@ -49,8 +51,9 @@ def assign(x: np.ndarray, centroids: np.ndarray, centroid_norms: np.ndarray | No
         centroid_norms = squared_norms(centroids)
     centroids_m2 = np.float32(-2.0) * centroids
     labels = np.empty(x.shape[0], dtype=np.int32)
-    for start in range(0, x.shape[0], _BLOCK):
-        block = x[start:start + _BLOCK]
+    rows = max(256, _BLOCK_FLOATS // max(1, centroids.shape[0]))
+    for start in range(0, x.shape[0], rows):
+        block = x[start:start + rows]
         # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
         # One temporary, updated in place: the block product is memory-bound otherwise.
         d = block @ centroids_m2.T

@@ -39,3 +39,23 @@ class VectorFileError(BinidxError, ValueError):
 
     The message names the file, the record (when one is at fault) and the problem.
     """
+
+
+class ShardUnavailableError(BinidxError, RuntimeError):
+    """One or more shards did not answer (dead, restarting, or slower than the timeout).
+
+    Attributes
+    ----------
+    failed : dict of int to str
+        Shard number -> why it did not answer.
+    answered : tuple of int
+        The shards that did answer.
+    """
+
+    def __init__(self, message: str, failed: dict[int, str], answered: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.failed = dict(failed)
+        self.answered = tuple(answered)
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.failed, self.answered))

@@ -6,29 +6,9 @@ import re
 import numpy as np
 
 from .._exact import SearchResult
-from ..errors import BinidxError
+from ..errors import ShardUnavailableError  # noqa: F401 - re-exported here
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class ShardUnavailableError(BinidxError, RuntimeError):
-    """One or more shards did not answer (dead, restarting, or slower than the timeout).
-
-    Attributes
-    ----------
-    failed : dict of int to str
-        Shard number -> why it did not answer.
-    answered : tuple of int
-        The shards that did answer.
-    """
-
-    def __init__(self, message: str, failed: dict[int, str], answered: tuple[int, ...] = ()):
-        super().__init__(message)
-        self.failed = dict(failed)
-        self.answered = tuple(answered)
-
-    def __reduce__(self):
-        return (type(self), (self.args[0], self.failed, self.answered))
 
 
 class ShardedSearchResult(SearchResult):

@@ -102,7 +102,7 @@ def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order:
           **_evaluate(adapter, ds, live, k)})
 
     for rnd in range(1, rounds + 1):
-        n_change = int(round(fraction * len(live)))
+        n_change = round(fraction * len(live))
         if n_change > len(pool):
             log(f"{engine}: only {len(pool)} unused vectors left; stopping after round {rnd - 1}")
             break
@@ -129,6 +129,10 @@ def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order:
     return lines
 
 
+def _rate(line: dict, key: str) -> str:
+    return f"{line[key]:,.0f}" if key in line else "-"
+
+
 def churn_markdown(lines: list[dict]) -> str:
     """One table per (dataset, order, engine): the rounds, then the fresh rebuild."""
     out: list[str] = []
@@ -137,17 +141,16 @@ def churn_markdown(lines: list[dict]) -> str:
         rows = [ln for ln in lines if (ln["dataset"], ln["order"], ln["engine"]) ==
                 (dataset, order, engine)]
         first = rows[0]
-        out += [f"## churn: {dataset}, {engine}, {order} inserts, "
-                f"{first['fraction']:.0%} deleted + inserted per round", "",
-                f"`{first['factory']}`, search {first['query_params']}, "
-                f"{first['threads']} threads", "",
+        out += [(f"## churn: {dataset}, {engine}, {order} inserts, "
+                 f"{first['fraction']:.0%} deleted + inserted per round"), "",
+                (f"`{first['factory']}`, search {first['query_params']}, "
+                 f"{first['threads']} threads"), "",
                 "| round | live | delete /s | insert /s | recall@1 | recall@10 | QPS | stale ids |",
                 "|---|---|---|---|---|---|---|---|"]
         for ln in rows:
-            rate = (lambda key: f"{ln[key]:,.0f}" if key in ln else "-")
-            out.append(f"| {ln['round']} | {ln['n_live']:,} | {rate('delete_per_s')} | "
-                       f"{rate('insert_per_s')} | {ln['recall@1']:.4f} | {ln['recall@10']:.4f} | "
-                       f"{ln['qps']:,.0f} | {ln['stale_results']} |")
+            out.append(f"| {ln['round']} | {ln['n_live']:,} | {_rate(ln, 'delete_per_s')} | "
+                       f"{_rate(ln, 'insert_per_s')} | {ln['recall@1']:.4f} | "
+                       f"{ln['recall@10']:.4f} | {ln['qps']:,.0f} | {ln['stale_results']} |")
         out.append("")
     return "\n".join(out)
 

@@ -28,8 +28,8 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                    help="override the metric found in meta.json / the HDF5 file")
     p.add_argument("--max-base", type=int, help="use only the first N base vectors")
     p.add_argument("--max-queries", type=int, help="use only the first N queries")
-    p.add_argument("--cache-dir", help="where computed ground truth is cached "
-                                       "(default $BINIDX_BENCH_CACHE or ~/.cache/binidx-benchmarks)")
+    p.add_argument("--cache-dir", help="where computed ground truth is cached (default "
+                                       "$BINIDX_BENCH_CACHE or ~/.cache/binidx-benchmarks)")
     p.add_argument("--out", help="output folder (default benchmarks/results/<dataset>)")
 
 
@@ -39,14 +39,16 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="build indexes and sweep search parameters")
     _add_dataset_args(run)
-    run.add_argument("--config", help="sweep config (default configs/<dataset>.json or default.json)")
+    run.add_argument("--config",
+                     help="sweep config (default configs/<dataset>.json or default.json)")
     run.add_argument("--engines", type=_csv,
                      help=f"comma-separated subset of the config's engines ({', '.join(ENGINES)})")
     run.add_argument("--modes", type=_csv, help="subset of batch-1t,batch-all,single")
     run.add_argument("--k", type=int, help="neighbours per query (config default 10)")
     run.add_argument("--repeats", type=int, help="timed repeats of batched modes")
     run.add_argument("--single-queries", type=int, help="queries timed one by one")
-    run.add_argument("--threads", type=int, help="threads of the all-threads mode (default: all CPUs)")
+    run.add_argument("--threads", type=int,
+                     help="threads of the all-threads mode (default: all CPUs)")
     run.add_argument("--append", action="store_true",
                      help="append to results.jsonl instead of starting it afresh")
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")

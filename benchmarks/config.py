@@ -10,10 +10,12 @@ A config is JSON (or YAML when PyYAML is installed)::
 
 ``build`` and ``query`` are either a mapping of lists (their Cartesian product is swept)
 or an explicit list of parameter mappings.  An engine entry may also override ``"modes"``,
-``"repeats"`` and ``"single_queries"`` for that engine alone.  Sweeps should go from cheap to expensive:
-with ``stop_at_recall`` set, a query setting is skipped once a cheaper one (every
-parameter no larger) has reached that recall@10; with ``max_batch_s`` set, also once a
-cheaper one took longer than that for one batched pass over the queries.
+``"repeats"`` and ``"single_queries"`` for that engine alone.
+
+Sweeps should go from cheap to expensive: with ``stop_at_recall`` set, a query setting is
+skipped once a cheaper one (every parameter no larger) has reached that recall@10; with
+``max_batch_s`` set, also once a cheaper one took longer than that for one batched pass
+over the queries.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def expand(grid: Any) -> list[dict]:
     if isinstance(grid, list):
         return [dict(g) for g in grid] or [{}]
     if not isinstance(grid, dict):
-        raise ValueError(f"a parameter grid must be a mapping or a list of mappings, got {grid!r}")
+        raise TypeError(f"a parameter grid must be a mapping or a list of mappings, got {grid!r}")
     keys = list(grid)
     values = [v if isinstance(v, list) else [v] for v in grid.values()]
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
@@ -46,8 +48,10 @@ def load_config(path: str) -> dict:
 
     Raises
     ------
+    TypeError
+        When the file has no ``engines`` mapping.
     ValueError
-        When a mode is unknown or the file has no ``engines`` mapping.
+        When a mode is unknown.
     """
     with open(path, encoding="utf-8") as f:
         if path.endswith((".yaml", ".yml")):
@@ -57,7 +61,7 @@ def load_config(path: str) -> dict:
         else:
             cfg = json.load(f)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("engines"), dict):
-        raise ValueError(f"{path}: a config needs an 'engines' mapping of engine -> sweeps")
+        raise TypeError(f"{path}: a config needs an 'engines' mapping of engine -> sweeps")
     cfg = {**DEFAULTS, **cfg, "path": path}
     bad = [m for m in cfg["modes"] if m not in MODES]
     if bad:

@@ -53,8 +53,8 @@ class Dataset:
 
     def describe(self) -> dict:
         """The fields written into every result line."""
-        return {"dataset": self.name, "n_base": int(len(self.base)),
-                "n_queries": int(len(self.queries)), "dim": int(self.base.shape[1]),
+        return {"dataset": self.name, "n_base": len(self.base),
+                "n_queries": len(self.queries), "dim": int(self.base.shape[1]),
                 "metric": self.metric, "source": self.source}
 
 

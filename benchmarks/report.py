@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from .config import MODES
 
@@ -68,8 +68,9 @@ def summary_markdown(results: list[dict], command: str | None = None) -> str:
     for dataset, by_mode in groups.items():
         any_line = next(ln for ln in results if ln.get("dataset") == dataset)
         cpu, ver = any_line.get("cpu", {}), any_line.get("versions", {})
-        out += [f"# {dataset}: {any_line['n_base']:,} x {any_line['dim']} ({any_line['metric']}), "
-                f"{any_line['n_queries']:,} queries, k={any_line['k']}", ""]
+        out += [(f"# {dataset}: {any_line['n_base']:,} x {any_line['dim']} "
+                 f"({any_line['metric']}), {any_line['n_queries']:,} queries, k={any_line['k']}"),
+                ""]
         out.append(f"- machine: {cpu.get('model')}, {cpu.get('logical_cpus')} logical CPUs, "
                    f"flags {' '.join(cpu.get('flags', []))}")
         out.append("- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()

@@ -60,9 +60,10 @@ def git_commit() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
-                             capture_output=True, timeout=10).stdout.strip()
+                             capture_output=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, text=True, capture_output=True, timeout=10).stdout
+                               cwd=here, text=True, capture_output=True, timeout=10,
+                               check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return (rev + ("+dirty" if dirty.strip() else "")) or None

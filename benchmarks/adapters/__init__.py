@@ -36,4 +36,4 @@ def get_adapter_class(name: str) -> type[Adapter]:
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
-__all__ = ["Adapter", "ENGINES", "EngineUnavailable", "UnsupportedMetric", "get_adapter_class"]
+__all__ = ["ENGINES", "Adapter", "EngineUnavailable", "UnsupportedMetric", "get_adapter_class"]

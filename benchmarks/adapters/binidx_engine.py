@@ -12,7 +12,9 @@ def _import_binidx():
     try:
         import binidx
     except ImportError as exc:  # pragma: no cover
-        raise EngineUnavailable(f"binidx cannot be imported ({exc}); run `pip install -e .`") from None
+        raise EngineUnavailable(
+            f"binidx cannot be imported ({exc}); run `pip install -e .`"
+        ) from None
     if not hasattr(binidx, "Index"):
         raise EngineUnavailable(
             "this binidx has no `binidx.Index` yet (the engine is not built); "

@@ -7,7 +7,7 @@ parameters keep FAISS's own names (``nprobe``, ``k_factor``, ``efSearch``, ``qb`
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -200,14 +200,16 @@ class FaissIVFSpectralHash(_RefineMixin, FaissAdapter):
 
     name = "faiss-ivf-sh"
     query_keys = ("nprobe", "k_factor")
-    _thresholds = {"global": 0, "centroid": 1, "centroid_half": 2, "median": 3}
+    _thresholds: ClassVar[dict[str, int]] = {"global": 0, "centroid": 1, "centroid_half": 2,
+                                             "median": 3}
 
     def _params(self) -> tuple[int, int, float, str]:
         p = self.build_params
         threshold = str(p.get("threshold", "global"))
         if threshold not in self._thresholds:
             raise ValueError(
-                f"{self.name}: threshold must be one of {sorted(self._thresholds)}, got {threshold!r}"
+                f"{self.name}: threshold must be one of {sorted(self._thresholds)}, "
+                f"got {threshold!r}"
             )
         return (int(p.get("n_lists", 1024)), int(p.get("nbit", self.dim)),
                 float(p.get("period", 1e6)), threshold)
@@ -285,7 +287,7 @@ class FaissBinaryIVF(Adapter):
 
     def query(self, q: np.ndarray, k: int) -> np.ndarray:
         faiss.omp_set_num_threads(self.threads)
-        n_cand = max(k, int(round(k * float(self.query_params["k_factor"]))))
+        n_cand = max(k, round(k * float(self.query_params["k_factor"])))
         _, cand = self.index.search(self._codes(q), n_cand)
         out = np.empty((len(q), k), dtype=np.int64)
         for start in range(0, len(q), 256):  # blocks bound the gathered (b, n_cand, dim) array

@@ -429,8 +429,7 @@ class DurableIndex:
     def _next_default_id(self) -> int:
         # The rule of Index.add (largest id + 1), computed here because the ids must be
         # known before the operation is logged.
-        all_ids = self._index._store.slot_ids
-        return int(all_ids.max()) + 1 if len(self._index) else 0
+        return self._index._store.max_id() + 1
 
     def _log_and_apply(self, op: str, arrays: dict) -> None:
         self._wal.append(op, arrays)  # on failure nothing is logged and nothing applied

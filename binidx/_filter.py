@@ -72,7 +72,8 @@ class CompiledFilter:
 
     def __len__(self) -> int:
         """Number of vectors of the index that pass the filter now."""
-        return int(self._resolve().size)
+        with self._index._write_mutex:
+            return int(self._resolve().size)
 
 
 def plan(n_live: int, n_match: int, n_lists: int, n_probe: int, n_rerank: int,

@@ -1,8 +1,9 @@
 """Storage of an index: inverted lists of codes, and slot-indexed float vectors.
 
 * :class:`BucketStore` keeps one growable set of arrays per bucket (codes, factors, slots)
-  and a table of their data pointers that the compiled search reads; the table changes
-  only when a bucket's arrays are reallocated.
+  and a table of their data pointers that the compiled search reads.  Arrays that a
+  published snapshot may read are copied before they are changed in place (see
+  ``binidx/_snapshot.py``); appends past a bucket's size need no copy.
 * :class:`VectorStore` keeps the float32 vectors used for rerank and the external id of
   every slot.  A slot is an internal row number: ids are arbitrary int64 chosen by the
   user, so memory never grows with the largest id.
@@ -55,8 +56,26 @@ class BucketStore:
         self.slot_pos = np.zeros(0, np.int32)
         # False while a bucket's arrays are views into loaded (maybe mapped) sections.
         self.owned = np.ones(n_lists, bool)
+        # True for arrays allocated during the current write batch: no snapshot has seen
+        # them, so they may be changed in place.
+        self.fresh = np.zeros(n_lists, bool)
         for b in range(n_lists):
             self._refresh_pointers(b)
+
+    def begin_batch(self) -> None:
+        """Start a write batch: every array may now be read by the last snapshot."""
+        self.fresh[:] = False
+
+    def _own(self, b: int) -> None:
+        """Make bucket b's arrays safe to change in place (copy-on-write)."""
+        if not self.fresh[b]:
+            self._resize(b, max(self.slots[b].shape[0], int(self.sizes[b])))
+
+    def view(self) -> dict:
+        """Private copies of the tables a search reads, and the arrays they point into."""
+        return {"code_ptrs": self.code_ptrs.copy(), "factor_ptrs": self.factor_ptrs.copy(),
+                "slot_ptrs": self.slot_ptrs.copy(), "sizes": self.sizes.copy(),
+                "keepalive": (list(self.codes), list(self.factors), list(self.slots))}
 
     def _track(self, slots: np.ndarray, positions: np.ndarray) -> None:
         if slots.size and int(slots.max()) >= self.slot_pos.shape[0]:
@@ -110,8 +129,8 @@ class BucketStore:
         """
         from ._kernels import _update
 
-        for b in np.unique(buckets[~self.owned[buckets]]).tolist():
-            self._reserve(b, self.codes[b].shape[0] * BLOCK)  # a loaded view: own it first
+        for b in np.unique(buckets).tolist():
+            self._own(b)
         _update.remove_slots(slots.astype(np.int32), buckets.astype(np.int32), self.slot_pos,
                              self.code_ptrs, self.factor_ptrs, self.slot_ptrs, self.sizes,
                              self.n_words)
@@ -135,14 +154,62 @@ class BucketStore:
         slots[:size] = self.slots[b][:size]
         self.codes[b], self.factors[b], self.slots[b] = codes, factors, slots
         self.owned[b] = True
+        self.fresh[b] = True
         self._refresh_pointers(b)
+
+    def replace(self, b: int, codes: np.ndarray, factors: np.ndarray, slots: np.ndarray) -> None:
+        """Make bucket b hold exactly these row-wise codes (n, n_words), factors (n, 2) and
+        slots (n,), in fresh arrays with room to grow."""
+        n = slots.shape[0]
+        capacity = max(int(n * 1.25), _MIN_CAPACITY)
+        blocks = int(n_blocks(capacity))
+        cb, fb = to_blocks(codes, factors)
+        self.codes[b] = np.zeros((blocks, self.n_words, BLOCK), np.uint64)
+        self.factors[b] = np.zeros((blocks, 2, BLOCK), np.float32)
+        self.slots[b] = np.zeros(blocks * BLOCK, np.int32)
+        self.codes[b][:cb.shape[0]] = cb
+        self.factors[b][:fb.shape[0]] = fb
+        self.slots[b][:n] = slots
+        self.sizes[b] = n
+        self.owned[b] = True
+        self.fresh[b] = True
+        self._refresh_pointers(b)
+        self._track(slots.astype(np.int32), np.arange(n, dtype=np.int32))
+
+    def add_bucket(self) -> int:
+        """Append an empty bucket; return its number."""
+        self.n_lists += 1
+        self.sizes = np.append(self.sizes, 0)
+        self.owned = np.append(self.owned, True)
+        self.fresh = np.append(self.fresh, True)
+        for table in ("code_ptrs", "factor_ptrs", "slot_ptrs"):
+            setattr(self, table, np.append(getattr(self, table), np.uintp(0)))
+        self.codes.append(np.zeros((0, self.n_words, BLOCK), np.uint64))
+        self.factors.append(np.zeros((0, 2, BLOCK), np.float32))
+        self.slots.append(np.zeros(0, np.int32))
+        self._refresh_pointers(self.n_lists - 1)
+        return self.n_lists - 1
+
+    def drop_bucket(self, b: int) -> None:
+        """Delete bucket b, which must be empty; the last bucket takes its number."""
+        if self.sizes[b]:
+            raise ValueError(f"bucket {b} still holds {int(self.sizes[b])} vectors")
+        last = self.n_lists - 1
+        for arrays in (self.codes, self.factors, self.slots):
+            arrays[b] = arrays[last]
+            arrays.pop()
+        for table in ("sizes", "owned", "fresh", "code_ptrs", "factor_ptrs", "slot_ptrs"):
+            values = getattr(self, table)
+            values[b] = values[last]
+            setattr(self, table, values[:last].copy())
+        self.n_lists = last
 
     def move_slots(self, old: np.ndarray, new: np.ndarray, buckets: np.ndarray) -> None:
         """The vectors in slots ``old`` now live in slots ``new`` (same buckets)."""
         from ._kernels import _update
 
-        for b in np.unique(buckets[~self.owned[buckets]]).tolist():
-            self._reserve(b, self.codes[b].shape[0] * BLOCK)
+        for b in np.unique(buckets).tolist():
+            self._own(b)
         self._track(new, np.zeros(new.size, np.int32))  # make room in slot_pos
         _update.move_slots(old.astype(np.int32), new.astype(np.int32), buckets.astype(np.int32),
                            self.slot_pos, self.slot_ptrs)
@@ -196,7 +263,14 @@ class BucketStore:
 
 
 class VectorStore:
-    """Float32 vectors for rerank and the external id of each slot; freed slots are reused."""
+    """Float32 vectors for rerank and the external id of each slot.
+
+    A slot is freed in two steps, because a search reading an older snapshot may still
+    rerank it: :meth:`release` forgets the id at once (``lookup`` no longer finds it) but
+    keeps the vector and id in place; :meth:`recycle` later makes the slot reusable, once
+    no reader of a snapshot from before the release remains.  ``slot_buckets`` is -1 for
+    every slot that holds no live vector, and is the writer's record of liveness.
+    """
 
     def __init__(self, dim: int):
         self.dim = dim
@@ -206,6 +280,8 @@ class VectorStore:
         self.high_water = 0
         self.n_live = 0
         self.free: list[int] = []
+        # (write batch, slots) released but maybe still read by older snapshots.
+        self.pending: list[tuple[int, np.ndarray]] = []
         # Built lazily: a loaded (possibly memory-mapped) index answers searches without it.
         self._id_to_slot: dict[int, int] | None = {}
 
@@ -225,12 +301,31 @@ class VectorStore:
     @property
     def id_to_slot(self) -> dict[int, int]:
         if self._id_to_slot is None:
-            live = np.flatnonzero(self.slot_ids[:self.high_water] >= 0)
+            live = self.live_slots()
             self._id_to_slot = dict(zip(self.slot_ids[live].tolist(), live.tolist()))
         return self._id_to_slot
 
     def __len__(self) -> int:
         return self.n_live
+
+    def live_slots(self) -> np.ndarray:
+        return np.flatnonzero(self.slot_buckets[:self.high_water] >= 0)
+
+    def live_slot_ids(self) -> np.ndarray:
+        """``slot_ids[:high_water]`` with -1 for every slot not holding a live vector."""
+        hw = self.high_water
+        return np.where(self.slot_buckets[:hw] >= 0, self.slot_ids[:hw], -1)
+
+    def max_id(self) -> int:
+        """Largest live id, -1 when empty."""
+        live = self.slot_ids[:self.high_water][self.slot_buckets[:self.high_water] >= 0]
+        return int(live.max()) if live.size else -1
+
+    def ids(self) -> np.ndarray:
+        return np.fromiter(self.id_to_slot.keys(), dtype=np.int64, count=len(self.id_to_slot))
+
+    def contains(self, id_: int) -> bool:
+        return id_ in self.id_to_slot
 
     def reserve(self, n_more: int) -> None:
         """Make room for ``n_more`` new vectors now, in one allocation of the exact size
@@ -242,12 +337,18 @@ class VectorStore:
         if needed <= capacity:
             return
         new_capacity = needed if exact else max(needed, int(capacity * _GROWTH), 1024)
-        vectors = np.empty((new_capacity, self.dim), np.float32)
-        vectors[:self.high_water] = self.vectors[:self.high_water]
-        slot_ids = np.full(new_capacity, -1, np.int64)
-        slot_ids[:self.high_water] = self.slot_ids[:self.high_water]
-        slot_buckets = np.full(new_capacity, -1, np.int32)
-        slot_buckets[:self.high_water] = self.slot_buckets[:self.high_water]
+        self._reallocate(new_capacity)
+
+    def _reallocate(self, capacity: int) -> None:
+        """Move the first ``high_water`` slots into new arrays (older snapshots keep the
+        old ones)."""
+        hw = self.high_water
+        vectors = np.empty((capacity, self.dim), np.float32)
+        vectors[:hw] = self.vectors[:hw]
+        slot_ids = np.full(capacity, -1, np.int64)
+        slot_ids[:hw] = self.slot_ids[:hw]
+        slot_buckets = np.full(capacity, -1, np.int32)
+        slot_buckets[:hw] = self.slot_buckets[:hw]
         self.vectors, self.slot_ids, self.slot_buckets = vectors, slot_ids, slot_buckets
 
     def allocate(self, n: int) -> np.ndarray:
@@ -273,14 +374,28 @@ class VectorStore:
         get = self.id_to_slot.get
         return np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.shape[0])
 
-    def release(self, slots: np.ndarray) -> None:
+    def release(self, slots: np.ndarray, batch: int) -> None:
+        """Forget the vectors in ``slots`` (released by write batch ``batch``)."""
         id_to_slot = self.id_to_slot
         for i in self.slot_ids[slots].tolist():
             del id_to_slot[i]
         self.n_live -= slots.shape[0]
-        self.slot_ids[slots] = -1
         self.slot_buckets[slots] = -1
-        self.free.extend(slots.tolist())
+        self.pending.append((batch, np.array(slots, np.int64)))
+
+    def recycle(self, oldest_read_batch: int) -> None:
+        """Make reusable the slots released by batches no running search predates.
+
+        Slots released by batch r are referenced only by snapshots older than r, so they
+        are safe once every reader holds snapshot r or newer."""
+        keep = []
+        for batch, slots in self.pending:
+            if batch <= oldest_read_batch:
+                self.slot_ids[slots] = -1
+                self.free.extend(slots.tolist())
+            else:
+                keep.append((batch, slots))
+        self.pending = keep
 
     def compaction_plan(self) -> tuple[np.ndarray, np.ndarray] | None:
         """When fewer than half the slots hold a vector, the (old, new) slot pairs that
@@ -288,29 +403,27 @@ class VectorStore:
         capacity = self.vectors.shape[0]
         if capacity <= 4096 or 2 * self.n_live >= capacity:
             return None
-        live = self.slot_ids[:self.high_water] >= 0
+        live = self.slot_buckets[:self.high_water] >= 0
         old = np.flatnonzero(live[self.n_live:]) + self.n_live
         new = np.flatnonzero(~live[:self.n_live])
         return old, new
 
     def compact(self, old: np.ndarray, new: np.ndarray) -> None:
-        """Apply a compaction plan and shrink the arrays to the live vectors (+25%)."""
-        self.vectors[new] = self.vectors[old]
-        self.slot_ids[new] = self.slot_ids[old]
-        self.slot_buckets[new] = self.slot_buckets[old]
-        if self._id_to_slot is not None:
-            self._id_to_slot.update(zip(self.slot_ids[new].tolist(), new.tolist()))
+        """Apply a compaction plan into new arrays sized to the live vectors (+25%).
+
+        The old arrays are not written to: searches on older snapshots keep reading them,
+        and every slot's pending release is settled by the move."""
         n = self.n_live
-        capacity = max(int(n * 1.25), 1024)
-        vectors = np.empty((capacity, self.dim), np.float32)
-        vectors[:n] = self.vectors[:n]
-        slot_ids = np.full(capacity, -1, np.int64)
-        slot_ids[:n] = self.slot_ids[:n]
-        slot_buckets = np.full(capacity, -1, np.int32)
-        slot_buckets[:n] = self.slot_buckets[:n]
-        self.vectors, self.slot_ids, self.slot_buckets = vectors, slot_ids, slot_buckets
+        vectors, slot_ids, slot_buckets = self.vectors, self.slot_ids, self.slot_buckets
         self.high_water = n
+        self._reallocate(max(int(n * 1.25), 1024))
+        self.vectors[new] = vectors[old]
+        self.slot_ids[new] = slot_ids[old]
+        self.slot_buckets[new] = slot_buckets[old]
+        if self._id_to_slot is not None:
+            self._id_to_slot.update(zip(slot_ids[old].tolist(), new.tolist()))
         self.free = []
+        self.pending = []
 
     def nbytes(self) -> int:
         return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_buckets.nbytes)

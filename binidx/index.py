@@ -6,6 +6,8 @@ kernels in ``binidx._kernels`` (search) and by BLAS / Numba (training, encoding)
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ from . import _codes, _kmeans
 from ._exact import SearchResult, normalize_rows
 from ._kernels import _search
 from ._labels import LabelStore, as_labels
-from ._rwlock import ReadWriteLock
+from ._snapshot import ReaderRegistry, Snapshot
 from ._storage import BucketStore, VectorStore
 from ._validation import (
     as_float32_matrix,
@@ -106,13 +108,18 @@ class Index:
         self._seed = int(seed)
         self._n_probe: int | None = None
         self._n_rerank: int | None = None
-        self._lock = ReadWriteLock()
+        # One writer at a time; searches never wait for it (they read published
+        # snapshots, see binidx/_snapshot.py).  Lookups by id take the mutex too.
+        self._write_mutex = threading.Lock()
+        self._readers = ReaderRegistry()
+        self._epoch = 0  # number of the last published write batch
+        self._batch = 0  # number of the write batch in progress
         self._centroids: np.ndarray | None = None
         self._buckets: BucketStore | None = None
         self._store = VectorStore(self._dim)
         self._read_only_reason: str | None = None
         self._labels = LabelStore()
-        self._version = 0  # bumped by every write; compiled filters check it
+        self._version = 0  # bumped by every write batch; compiled filters check it
 
     # ------------------------------------------------------------------ properties
     @property
@@ -202,7 +209,7 @@ class Index:
         x = self._prepare(x, "x")
         n_iter = check_positive_int(n_iter, "n_iter")
         self._require_writable("train")
-        with self._lock.write():
+        with self._write_batch():
             if len(self):
                 raise InvalidInputError(
                     f"the index already holds {len(self)} vectors; training again would make "
@@ -260,11 +267,11 @@ class Index:
         x = self._prepare(x, "x")
         n = x.shape[0]
         labels = None if labels is None else as_labels(labels, n)
-        with self._lock.write():
+        with self._write_batch():
             if len(self) + n > MAX_VECTORS:
                 raise InvalidInputError(f"an Index holds at most {MAX_VECTORS} vectors; shard larger collections")
             if ids is None:
-                start = int(self._store.slot_ids.max()) + 1 if len(self) else 0
+                start = self._store.max_id() + 1
                 ids = np.arange(start, start + n, dtype=np.int64)
             else:
                 ids = self._distinct_ids(ids, n, inserting=True)
@@ -285,7 +292,6 @@ class Index:
         self._labels.grow(self._store.vectors.shape[0])
         self._labels.assign(slots, labels)
         self._buckets.append(buckets, codes, factors, slots.astype(np.int32))
-        self._version += 1
 
     def _add_blocks(self, x: np.ndarray, ids: np.ndarray, labels: np.ndarray | None) -> None:
         for start in range(0, x.shape[0], _ADD_BLOCK):
@@ -313,7 +319,7 @@ class Index:
         if missing not in ("raise", "ignore"):
             raise InvalidInputError(f"missing must be 'raise' or 'ignore', got {missing!r}")
         ids = self._distinct_ids(ids)
-        with self._lock.write():
+        with self._write_batch():
             slots = self._store.lookup(ids)
             if missing == "raise":
                 self._raise_unknown(ids, slots)
@@ -324,8 +330,7 @@ class Index:
             buckets = self._store.slot_buckets[slots]
             self._buckets.remove(buckets, slots.astype(np.int32))
             self._labels.release(slots)
-            self._store.release(slots)
-            self._version += 1
+            self._store.release(slots, self._batch)
             self._compact_if_sparse()
         return int(slots.size)
 
@@ -372,7 +377,7 @@ class Index:
         x = self._prepare(x, "x")
         ids = self._distinct_ids(ids, n=x.shape[0], inserting=True)
         labels = None if labels is None else as_labels(labels, x.shape[0])
-        with self._lock.write():
+        with self._write_batch():
             slots = self._store.lookup(ids)
             self._remove_slots(slots[slots >= 0])
             self._add_blocks(x, ids, labels)
@@ -381,7 +386,8 @@ class Index:
     def __contains__(self, id_: Any) -> bool:
         if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)):
             return False
-        return int(id_) in self._store.id_to_slot
+        with self._write_mutex:
+            return self._store.contains(int(id_))
 
     def get(self, ids: Any) -> np.ndarray:
         """The stored float32 vectors of these ids (normalised ones for ``"cosine"``).
@@ -398,16 +404,15 @@ class Index:
         """
         arr = np.asarray(ids)
         ids = as_ids(arr, arr.size)
-        with self._lock.read():
+        with self._write_mutex:
             slots = self._store.lookup(ids)
             self._raise_unknown(ids, slots)
             return np.array(self._store.vectors[slots], dtype=np.float32)
 
     def ids(self) -> np.ndarray:
         """The ids of all vectors in the index, sorted, as int64."""
-        with self._lock.read():
-            return np.sort(np.fromiter(self._store.id_to_slot.keys(), dtype=np.int64,
-                                       count=len(self._store.id_to_slot)))
+        with self._write_mutex:
+            return np.sort(self._store.ids())
 
     @staticmethod
     def _distinct_ids(ids: Any, n: int | None = None, *, inserting: bool = False) -> np.ndarray:
@@ -436,7 +441,7 @@ class Index:
     def list_sizes(self) -> np.ndarray:
         """Number of vectors in each bucket, as an int64 array of shape (n_lists,)."""
         self._require_trained("count bucket sizes")
-        with self._lock.read():
+        with self._write_mutex:
             return self._buckets.sizes.copy()
 
     def reserve(self, n: int) -> None:
@@ -448,7 +453,7 @@ class Index:
         """
         n = check_positive_int(n, "n", minimum=0)
         self._require_writable("reserve memory")
-        with self._lock.write():
+        with self._write_batch():
             self._store.reserve(n)
 
     # -------------------------------------------------------------------- search
@@ -498,49 +503,57 @@ class Index:
         n_threads = min(n_threads, q.shape[0])
         distances = np.empty((q.shape[0], k), dtype=np.float32)
         ids = np.empty((q.shape[0], k), dtype=np.int64)
-        flt = None
-        if labels is not None or allowed_ids is not None:
+        if labels is None and allowed_ids is None:
+            with self._readers.reading() as snap:
+                self._search_ivf(snap, q, k, n_probe, n_rerank, n_threads, distances, ids, None)
+        else:
             flt = self._as_filter(allowed_ids, labels)
-        with self._lock.read():
-            if flt is None:
-                self._search_ivf(q, k, n_probe, n_rerank, n_threads, distances, ids, None)
-            else:
-                self._search_filtered(q, k, n_probe, n_rerank, n_threads, distances, ids, flt)
+            self._search_filtered(q, k, n_probe, n_rerank, n_threads, distances, ids, flt)
         return SearchResult(distances, ids)
 
-    def _search_ivf(self, q, k, n_probe, n_rerank, n_threads, distances, ids, mask) -> None:
-        b, s = self._buckets, self._store
+    def _search_ivf(self, snap: Snapshot, q, k, n_probe, n_rerank, n_threads, distances, ids,
+                    mask) -> None:
         _search.search(
-            q, k, min(n_probe, self.n_lists), n_rerank, n_threads,
+            q, k, min(n_probe, snap.n_lists), n_rerank, n_threads,
             0 if self._metric == "l2" else 1,
-            self._centroids_t, self._centroid_norms, self._centroids_rot, self._projection_t,
-            b.code_ptrs, b.factor_ptrs, b.slot_ptrs, b.sizes,
-            s.vectors, s.slot_ids, distances, ids, mask,
+            snap.centroids_t, snap.centroid_norms, snap.centroids_rot, self._projection_t,
+            snap.code_ptrs, snap.factor_ptrs, snap.slot_ptrs, snap.sizes,
+            snap.vectors, snap.slot_ids, distances, ids, mask,
         )
 
-    def _search_exact(self, q, k, n_threads, distances, ids, subset) -> None:
+    def _search_exact(self, snap: Snapshot, q, k, n_threads, distances, ids, subset) -> None:
         _search.search_exact_subset(q, k, n_threads, 0 if self._metric == "l2" else 1, subset,
-                                    self._store.vectors, self._store.slot_ids, distances, ids)
+                                    snap.vectors, snap.slot_ids, distances, ids)
 
     def _search_filtered(self, q, k, n_probe, n_rerank, n_threads, distances, ids, flt) -> None:
         from . import _filter
 
-        subset = flt._resolve()
-        strategy, probes = _filter.plan(len(self), subset.size, self.n_lists, n_probe, n_rerank,
-                                        self._n_bits // 64, self._dim)
-        if strategy == "exact":
-            self._search_exact(q, k, n_threads, distances, ids, subset)
-            return
-        self._search_ivf(q, k, probes, n_rerank, n_threads, distances, ids,
-                         flt._byte_mask(self._store.high_water))
-        # Matches clustered away from a query can leave it short of k results: redo those
-        # queries exactly, so k results come back whenever k matching vectors exist.
-        short = np.flatnonzero(ids[:, min(k, subset.size) - 1] < 0)
-        if short.size:
-            qd = np.empty((short.size, k), np.float32)
-            qi = np.empty((short.size, k), np.int64)
-            self._search_exact(np.ascontiguousarray(q[short]), k, n_threads, qd, qi, subset)
-            distances[short], ids[short] = qd, qi
+        # The filter is resolved to slots from the writer's state, so it is resolved under
+        # the write mutex, together with taking the snapshot it then applies to.
+        with self._write_mutex:
+            snap = self._readers.enter()
+            subset = flt._resolve()
+            mask = None
+            strategy, probes = _filter.plan(snap.n_live, subset.size, snap.n_lists, n_probe,
+                                            n_rerank, self._n_bits // 64, self._dim)
+            if strategy == "ivf":
+                mask = flt._byte_mask(snap.slot_ids.shape[0])
+        try:
+            if strategy == "exact":
+                self._search_exact(snap, q, k, n_threads, distances, ids, subset)
+                return
+            self._search_ivf(snap, q, k, probes, n_rerank, n_threads, distances, ids, mask)
+            # Matches clustered away from a query can leave it short of k results: redo
+            # those queries exactly, so k results come back whenever k matches exist.
+            short = np.flatnonzero(ids[:, min(k, subset.size) - 1] < 0)
+            if short.size:
+                qd = np.empty((short.size, k), np.float32)
+                qi = np.empty((short.size, k), np.int64)
+                self._search_exact(snap, np.ascontiguousarray(q[short]), k, n_threads, qd, qi,
+                                   subset)
+                distances[short], ids[short] = qd, qi
+        finally:
+            self._readers.leave(snap)
 
     def compile_filter(self, allowed_ids: Any = None, labels: Any = None):
         """A reusable filter for ``search(..., allowed_ids=filter)``.
@@ -682,7 +695,7 @@ class Index:
                   "n_rerank": self._n_rerank, "is_trained": self.is_trained}
         arrays: dict[str, np.ndarray] = {}
         if self.is_trained:
-            with self._lock.read():
+            with self._write_mutex:
                 sizes, codes, factors, list_slots = self._buckets.export()
                 hw = self._store.high_water
                 params["scale"] = self._scale
@@ -690,7 +703,7 @@ class Index:
                 arrays = {"centroids": self._centroids, "projection": self._projection,
                           "list_sizes": sizes, "codes": codes, "factors": factors,
                           "list_slots": list_slots, "vectors": self._store.vectors[:hw],
-                          "slot_ids": self._store.slot_ids[:hw]}
+                          "slot_ids": self._store.live_slot_ids()}
                 if self._labels.used:
                     arrays["labels"] = self._labels.slot_labels[:hw]
         return params, arrays
@@ -722,7 +735,35 @@ class Index:
             else:
                 index._labels.grow(arrays["slot_ids"].shape[0])
         index._read_only_reason = read_only_reason
+        index._batch = index._epoch + 1
+        index._publish()
         return index
+
+    # ------------------------------------------------------------ write batches
+    @contextmanager
+    def _write_batch(self):
+        """One writer at a time; at the end the batch's result is published to searches."""
+        with self._write_mutex:
+            self._batch = self._epoch + 1
+            self._store.recycle(self._readers.oldest_read_epoch())
+            if self._buckets is not None:
+                self._buckets.begin_batch()
+            try:
+                yield
+            finally:
+                self._publish()
+
+    def _publish(self) -> None:
+        """Make the state written so far the one new searches see."""
+        self._epoch = self._batch
+        self._version = self._epoch
+        if not self.is_trained:
+            return
+        self._readers.publish(Snapshot(
+            self._epoch, n_lists=self._centroids.shape[0], centroids_t=self._centroids_t,
+            centroid_norms=self._centroid_norms, centroids_rot=self._centroids_rot,
+            vectors=self._store.vectors, slot_ids=self._store.slot_ids, n_live=len(self._store),
+            **self._buckets.view()))
 
     def _require_trained(self, action: str) -> None:
         if not self.is_trained:

@@ -75,6 +75,11 @@ class Index:
     seed : int, default 0
         Seed of k-means and of the random rotation: the same data, parameters and seed
         give the same index.
+    balance : bool, default True
+        Keep bucket sizes balanced as vectors come and go: after each write call, a
+        bucket grown past twice the mean size is split in two (2-means) and one that
+        removals left tiny is dissolved into its neighbours, reassigning only vectors
+        near the changed boundaries (see :attr:`balance`).
 
     Examples
     --------
@@ -88,7 +93,7 @@ class Index:
     """
 
     def __init__(self, dim: int, metric: str = "l2", n_lists: int | None = None,
-                 n_bits: int | None = None, seed: int = 0):
+                 n_bits: int | None = None, seed: int = 0, balance: bool = True):
         self._dim = check_positive_int(dim, "dim", maximum=1 << 16)
         self._metric = check_metric(metric)
         self._n_lists_param = check_positive_int(n_lists, "n_lists", allow_none=True,
@@ -106,6 +111,11 @@ class Index:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise InvalidInputError(f"seed must be an integer, got {seed!r}")
         self._seed = int(seed)
+        if not isinstance(balance, (bool, np.bool_)):
+            raise InvalidInputError(f"balance must be True or False, got {balance!r}")
+        #: Split / dissolve buckets after each write call (binidx/_balance.py).  May be
+        #: switched off and on at any time; it is saved with the index.
+        self.balance = bool(balance)
         self._n_probe: int | None = None
         self._n_rerank: int | None = None
         # One writer at a time; searches never wait for it (they read published
@@ -223,17 +233,22 @@ class Index:
         return self
 
     def _set_trained_state(self, centroids: np.ndarray, projection: np.ndarray, scale: float) -> None:
-        self._centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self._centroid_norms = _kmeans.squared_norms(self._centroids)
         self._projection = projection
         self._scale = scale
-        self._centroids_rot = np.ascontiguousarray(self._centroids @ projection.T)
-        # Transposed copies for the search kernel's vertical mat-vec (derived, not saved).
-        self._centroids_t = np.ascontiguousarray(self._centroids.T)
         self._projection_t = np.ascontiguousarray(projection.T)
+        self._install_centroids(centroids)
         self._buckets = BucketStore(self._centroids.shape[0], self._n_bits // 64)
         self._store = VectorStore(self._dim)
         self._labels = LabelStore()
+
+    def _install_centroids(self, centroids: np.ndarray) -> None:
+        """Set the centroids and their derived arrays, all newly allocated: published
+        snapshots keep reading the old ones."""
+        self._centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self._centroid_norms = _kmeans.squared_norms(self._centroids)
+        self._centroids_rot = np.ascontiguousarray(self._centroids @ self._projection.T)
+        # Transposed copy for the search kernel's vertical mat-vec (derived, not saved).
+        self._centroids_t = np.ascontiguousarray(self._centroids.T)
 
     # ------------------------------------------------------------------- updates
     def add(self, x: Any, ids: Any = None, labels: Any = None) -> np.ndarray:
@@ -292,6 +307,7 @@ class Index:
         self._labels.grow(self._store.vectors.shape[0])
         self._labels.assign(slots, labels)
         self._buckets.append(buckets, codes, factors, slots.astype(np.int32))
+        self._batch_inserted += x.shape[0]
 
     def _add_blocks(self, x: np.ndarray, ids: np.ndarray, labels: np.ndarray | None) -> None:
         for start in range(0, x.shape[0], _ADD_BLOCK):
@@ -329,6 +345,7 @@ class Index:
         if slots.size:
             buckets = self._store.slot_buckets[slots]
             self._buckets.remove(buckets, slots.astype(np.int32))
+            self._batch_removed_from.append(buckets)
             self._labels.release(slots)
             self._store.release(slots, self._batch)
             self._compact_if_sparse()
@@ -692,7 +709,8 @@ class Index:
         """
         params = {"dim": self._dim, "metric": self._metric, "n_bits": self._n_bits,
                   "seed": self._seed, "n_lists": self.n_lists, "n_probe": self._n_probe,
-                  "n_rerank": self._n_rerank, "is_trained": self.is_trained}
+                  "n_rerank": self._n_rerank, "is_trained": self.is_trained,
+                  "balance": self.balance}
         arrays: dict[str, np.ndarray] = {}
         if self.is_trained:
             with self._write_mutex:
@@ -719,7 +737,8 @@ class Index:
         if copy:
             arrays = {name: np.array(a) for name, a in arrays.items()}
         index = cls(params["dim"], metric=params["metric"], n_lists=params["n_lists"],
-                    n_bits=params["n_bits"], seed=params["seed"])
+                    n_bits=params["n_bits"], seed=params["seed"],
+                    balance=bool(params.get("balance", True)))
         index._n_probe, index._n_rerank = params.get("n_probe"), params.get("n_rerank")
         if params.get("is_trained"):
             index._set_trained_state(arrays["centroids"], arrays["projection"], params["scale"])
@@ -748,8 +767,14 @@ class Index:
             self._store.recycle(self._readers.oldest_read_epoch())
             if self._buckets is not None:
                 self._buckets.begin_batch()
+            self._batch_inserted, self._batch_removed_from = 0, []
             try:
                 yield
+                if self.balance and (self._batch_inserted or self._batch_removed_from):
+                    from . import _balance
+
+                    removed_from = np.concatenate(self._batch_removed_from or [np.zeros(0, np.int32)])
+                    _balance.rebalance(self, self._batch_inserted, removed_from)
             finally:
                 self._publish()
 

@@ -77,7 +77,7 @@ def _ids(n: int) -> np.ndarray:
 
 def _local_twin(x, ids, train_x, **params) -> binidx.Index:
     """A local Index trained independently with the same data, parameters and seed."""
-    local = binidx.Index(x.shape[1], **params).train(train_x)
+    local = binidx.Index(x.shape[1], balance=False, **params).train(train_x)
     local.add(x, ids)
     return local
 

@@ -62,10 +62,11 @@ def _actor_class():
 def _empty_copy(index: Index) -> Index:
     """A trained index with the same centroids, rotation and defaults, and no vectors."""
     out = Index(index.dim, metric=index.metric, n_lists=index.n_lists, n_bits=index.n_bits,
-                seed=index.seed)
+                seed=index.seed, balance=False)
     params, arrays = index._get_state()
-    out._set_trained_state(np.array(arrays["centroids"]), np.array(arrays["projection"]),
-                           params["scale"])
+    with out._write_batch():
+        out._set_trained_state(np.array(arrays["centroids"]), np.array(arrays["projection"]),
+                               params["scale"])
     out._n_probe, out._n_rerank = params["n_probe"], params["n_rerank"]
     return out
 
@@ -191,8 +192,10 @@ class ShardedIndex:
             template = _empty_copy(trained)
         else:
             x = as_float32_matrix(train_x, dim, "train_x")
+            # Shards share one set of buckets, never rebalanced: every shard then probes
+            # the same buckets as one local index would (docs/distributed.md).
             template = Index(x.shape[1], metric=metric, n_lists=n_lists, n_bits=n_bits,
-                             seed=seed).train(x)
+                             seed=seed, balance=False).train(x)
         path = os.path.abspath(os.fspath(path))
         if os.path.exists(_layout.manifest_path(path)):
             raise InvalidInputError(f"{path} already holds a sharded index; connect to it with "

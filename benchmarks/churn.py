@@ -1,4 +1,4 @@
-"""The churn runbook: how an index holds up under deletes and inserts.
+"""The churn runbook: how an index holds up under deletes and inserts (issue 4).
 
 Start from half of the base, then run rounds that each delete ``fraction`` of the live
 set and insert as many new vectors.  ``order="random"`` inserts the rest of the base in
@@ -8,12 +8,21 @@ random order), so the initial half misses whole clusters and later rounds bring 
 
 After the initial build and after every round it records, per engine: recall@1/@10
 against exact ground truth of the *current* live set, insert and delete throughput,
-batched QPS, and ``stale_results`` (returned ids that were deleted or never inserted:
-must be 0).  A last line rebuilds the index from scratch on the final live set, so the
-recall lost to churn can be read off directly.
+batched QPS, bucket balance (``n_lists`` and largest / mean bucket size, for engines with
+buckets) and ``stale_results`` (returned ids that were deleted or never inserted: must be
+0).  A last line rebuilds the index from scratch on the final live set, so the recall lost
+to churn can be read off directly.  :func:`summarize` condenses the rounds into the
+numbers issue 4's criteria are stated in (:data:`CRITERIA`).
+
+Search parameters are fixed for the whole run.  They come from ``configs/churn.json``,
+which holds, per dataset, the setting that :func:`tune_engine` found to give recall@10
+closest above 0.95 on the initial half (``python -m benchmarks.churn tune``).
 """
 from __future__ import annotations
 
+import argparse
+import glob
+import itertools
 import json
 import os
 import time
@@ -26,7 +35,18 @@ from .config import CONFIG_DIR
 from .datasets import Dataset
 from .metrics import RecallEvaluator, exact_knn
 from .runner import log
-from .sysinfo import environment
+from .sysinfo import environment, load_average
+
+#: Issue 4's acceptance thresholds, as the summary checks them.  Recall gaps are in
+#: recall@10 units (0.01 = 1 point); rates are per second.
+CRITERIA = {
+    "mean_recall_gap": 0.01,    # mean over rounds 0..R at most this far below the rebuild
+    "worst_recall_gap": 0.02,   # no round further than this below the rebuild
+    "bucket_max_over_mean": 3.0,
+    "insert_per_core": 20_000,  # batched inserts, 128-d vectors
+    "delete_per_s": 1_000_000,
+}
+TARGET_RECALL = 0.95
 
 
 def cluster_order(x: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
@@ -41,9 +61,45 @@ def cluster_order(x: np.ndarray, n_clusters: int, rng: np.random.Generator) -> n
     return np.lexsort((rng.random(len(x)), rank))
 
 
-def _evaluate(adapter, ds: Dataset, live: np.ndarray, k: int) -> dict[str, Any]:
+def initial_split(ds: Dataset, order: str, seed: int
+                  ) -> tuple[np.random.Generator, np.ndarray, list[int]]:
+    """The generator, the initial live ids (sorted) and the insert queue of a run.
+
+    The tuner calls this too, so it tunes on exactly the half the runbook starts from.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(ds.base)
+    if order == "cluster":
+        perm = cluster_order(ds.base, max(8, min(64, n // 1000)), rng)
+    elif order == "random":
+        perm = rng.permutation(n)
+    else:
+        raise ValueError(f"order must be 'random' or 'cluster', got {order!r}")
+    return rng, np.sort(perm[: n // 2]), list(perm[n // 2:])
+
+
+def bucket_balance(adapter) -> dict[str, Any]:
+    """``n_lists``, the largest bucket and largest / mean bucket size (None without buckets).
+
+    The mean counts empty buckets too (total vectors / n_lists): an IVF index whose
+    vectors crowd into a few lists is exactly what the ratio should expose.
+    """
+    sizes = adapter.bucket_sizes()
+    if sizes is None or len(sizes) == 0:
+        return {"n_lists": None, "bucket_max": None, "bucket_max_over_mean": None}
+    mean = float(sizes.sum()) / len(sizes)
+    return {"n_lists": len(sizes), "bucket_max": int(sizes.max()),
+            "bucket_max_over_mean": float(sizes.max()) / mean if mean > 0 else None}
+
+
+def _truth(ds: Dataset, live: np.ndarray, k: int) -> RecallEvaluator:
     gt = live[exact_knn(ds.base[live], ds.queries, k, ds.metric)]
-    evaluator = RecallEvaluator(ds.base, ds.queries, gt, ds.metric)
+    return RecallEvaluator(ds.base, ds.queries, gt, ds.metric)
+
+
+def _evaluate(adapter, ds: Dataset, live: np.ndarray, k: int,
+              evaluator: RecallEvaluator | None = None) -> dict[str, Any]:
+    evaluator = evaluator or _truth(ds, live, k)
     adapter.query(ds.queries[:16], k)  # warm-up, as in the run job
     runs = []
     for _ in range(3):  # median of 3 timed passes, as in the run job
@@ -68,38 +124,41 @@ def _build(cls, ds: Dataset, params: dict, live: np.ndarray, threads: int):
     return adapter, build_s
 
 
-def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order: str,
-                 rounds: int, fraction: float, threads: int, seed: int, k: int = 10
-                 ) -> list[dict]:
-    """Run the runbook for one engine; write and return one JSON line per round."""
-    rng = np.random.default_rng(seed)
-    n = len(ds.base)
-    if order == "cluster":
-        perm = cluster_order(ds.base, max(8, min(64, n // 1000)), rng)
-    else:
-        perm = rng.permutation(n)
-    live, pool = np.sort(perm[: n // 2]), list(perm[n // 2:])
-    build, query = params.get("build", {}), params.get("query", {})
+def _update_capable(engine: str):
     cls = get_adapter_class(engine)
     if not cls.supports_updates:
         raise ValueError(f"{engine} cannot add or remove after building; churn engines: "
                          "binidx, faiss-ivf, hnswlib")
+    return cls
+
+
+def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order: str,
+                 rounds: int, fraction: float, threads: int, seed: int, k: int = 10,
+                 command: str | None = None) -> list[dict]:
+    """Run the runbook for one engine; write and return one JSON line per round."""
+    rng, live, pool = initial_split(ds, order, seed)
+    build, query = params.get("build", {}), params.get("query", {})
+    cls = _update_capable(engine)
     common = {"kind": "churn", **ds.describe(), "engine": engine, "order": order,
-              "fraction": fraction, "build_params": build, "query_params": query,
-              "threads": threads, "seed": seed, **environment()}
+              "fraction": fraction, "rounds": rounds, "build_params": build,
+              "query_params": query, "threads": threads, "seed": seed, "command": command,
+              **environment()}
     lines: list[dict] = []
 
     def emit(line: dict) -> None:
+        line["loadavg_now"] = load_average()  # the run-start value is in "loadavg"
         lines.append(line)
         sink.write(json.dumps(line, sort_keys=True) + "\n")
         sink.flush()
+        ratio = line["bucket_max_over_mean"]
         log(f"{engine} churn round {line['round']}: live={line['n_live']} "
-            f"recall@10={line['recall@10']:.4f} stale={line['stale_results']}")
+            f"recall@10={line['recall@10']:.4f} stale={line['stale_results']} "
+            f"buckets={line['n_lists']} max/mean={'-' if ratio is None else f'{ratio:.2f}'}")
 
     adapter, build_s = _build(cls, ds, params, live, threads)
     common["factory"] = adapter.factory()
     emit({**common, "round": 0, "n_live": len(live), "build_s": build_s,
-          **_evaluate(adapter, ds, live, k)})
+          **bucket_balance(adapter), **_evaluate(adapter, ds, live, k)})
 
     for rnd in range(1, rounds + 1):
         n_change = round(fraction * len(live))
@@ -117,77 +176,386 @@ def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order:
         insert_s = time.perf_counter() - t0
         live = np.sort(np.concatenate([np.setdiff1d(live, gone, assume_unique=True), new]))
         emit({**common, "round": rnd, "n_live": len(live), "n_deleted": n_change,
-              "n_inserted": n_change, "delete_per_s": n_change / max(delete_s, 1e-9),
+              "n_inserted": n_change, "delete_s": delete_s, "insert_s": insert_s,
+              "delete_per_s": n_change / max(delete_s, 1e-9),
               "insert_per_s": n_change / max(insert_s, 1e-9),
               "memory_bytes_total": adapter.memory_bytes()["total"],
-              **_evaluate(adapter, ds, live, k)})
+              **bucket_balance(adapter), **_evaluate(adapter, ds, live, k)})
+    del adapter  # free the churned index before the rebuild (matters at 1M vectors)
 
     fresh, build_s = _build(cls, ds, params, live, threads)
     emit({**common, "round": "rebuild", "n_live": len(live), "build_s": build_s,
           "memory_bytes_total": fresh.memory_bytes()["total"],
-          **_evaluate(fresh, ds, live, k)})
+          **bucket_balance(fresh), **_evaluate(fresh, ds, live, k)})
     return lines
 
 
-def _rate(line: dict, key: str) -> str:
-    return f"{line[key]:,.0f}" if key in line else "-"
+# -- summaries -----------------------------------------------------------------------
+
+
+def _groups(lines: list[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for ln in lines:
+        if ln.get("kind") == "churn":
+            groups.setdefault((ln["dataset"], ln["order"], ln["engine"]), []).append(ln)
+    return groups
+
+
+def summarize(lines: list[dict]) -> list[dict]:
+    """Issue 4's numbers per (dataset, order, engine), with a pass flag per criterion.
+
+    ``mean_recall@10`` averages rounds 0..R (round 0 is the initial build); the gaps are
+    measured against the fresh rebuild on the final live set.  Rates are medians over
+    rounds 1..R; ``insert_per_core`` divides the insert rate by the thread count.  A
+    ``meets_*`` flag is None when the engine has no such number (hnswlib has no buckets).
+    """
+    out = []
+    for (dataset, order, engine), rows in sorted(_groups(lines).items()):
+        rounds = [r for r in rows if r["round"] != "rebuild"]
+        rebuild = next((r for r in rows if r["round"] == "rebuild"), None)
+        updates = [r for r in rounds if r["round"] != 0]
+        recalls = np.array([r["recall@10"] for r in rounds])
+        ratios = [r.get("bucket_max_over_mean") for r in rows]
+        ratios = [x for x in ratios if x is not None]
+        threads = rows[0]["threads"]
+        loads = [ln["loadavg_now"][0] for ln in rows if ln.get("loadavg_now")]
+        s: dict[str, Any] = {
+            "dataset": dataset, "order": order, "engine": engine, "dim": rows[0]["dim"],
+            "n_base": rows[0]["n_base"], "n_queries": rows[0]["n_queries"],
+            "threads": threads, "factory": rows[0]["factory"],
+            "query_params": rows[0]["query_params"], "rounds": len(updates),
+            "recall@10_round0": float(recalls[0]), "mean_recall@10": float(recalls.mean()),
+            "worst_recall@10": float(recalls.min()),
+            "rebuild_recall@10": rebuild["recall@10"] if rebuild else None,
+            "max_bucket_max_over_mean": max(ratios) if ratios else None,
+            "n_lists_first": rows[0].get("n_lists"),
+            "n_lists_last": rounds[-1].get("n_lists"),
+            "insert_per_core": (float(np.median([r["insert_per_s"] for r in updates])) / threads
+                                if updates else None),
+            "delete_per_s": (float(np.median([r["delete_per_s"] for r in updates]))
+                             if updates else None),
+            "stale_results": int(sum(r["stale_results"] for r in rows)),
+            "loadavg_max": max(loads) if loads else None,
+        }
+        base = s["rebuild_recall@10"]
+        s["mean_gap"] = None if base is None else s["mean_recall@10"] - base
+        s["worst_gap"] = None if base is None else s["worst_recall@10"] - base
+        # The slack keeps a gap of exactly 1 point (a float sum) on the passing side.
+        s["meets_mean_recall"] = (None if base is None else
+                                  s["mean_gap"] >= -CRITERIA["mean_recall_gap"] - 1e-9)
+        s["meets_worst_recall"] = (None if base is None else
+                                   s["worst_gap"] >= -CRITERIA["worst_recall_gap"] - 1e-9)
+        s["meets_balance"] = (None if s["max_bucket_max_over_mean"] is None else
+                              s["max_bucket_max_over_mean"] <= CRITERIA["bucket_max_over_mean"])
+        s["meets_insert"] = (None if s["insert_per_core"] is None else
+                             s["insert_per_core"] >= CRITERIA["insert_per_core"])
+        s["meets_delete"] = (None if s["delete_per_s"] is None else
+                             s["delete_per_s"] >= CRITERIA["delete_per_s"])
+        out.append(s)
+    return out
+
+
+def _mark(flag: bool | None) -> str:
+    return "" if flag is None else (" ✓" if flag else " ✗")
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _params(query: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in query.items())
+
+
+def summary_markdown(summaries: list[dict]) -> str:
+    """One table per dataset, every (order, engine) side by side, criteria marked ✓ / ✗."""
+    out: list[str] = []
+    for dataset in sorted({s["dataset"] for s in summaries}):
+        rows = [s for s in summaries if s["dataset"] == dataset]
+        first = rows[0]
+        out += [(f"### churn summary: {dataset} ({first['n_base']:,} vectors, "
+                 f"{first['dim']}-d, {first['n_queries']:,} queries, {first['threads']} threads)"),
+                "",
+                ("recall@10 gaps are in points (0.01) against the fresh rebuild on the final "
+                 "live set; rates are medians over rounds; ✓ / ✗ = meets / misses issue 4's "
+                 "bound (mean >= rebuild - 1, worst >= rebuild - 2, bucket <= 3x mean, "
+                 "insert >= 20,000 /s per core, delete >= 1,000,000 /s)."),
+                "",
+                ("| order | engine | search | round 0 | mean 0..R | rebuild | mean - rebuild "
+                 "| worst - rebuild | max bucket / mean | n_lists start -> end "
+                 "| insert /s per core | delete /s | stale | max load |"),
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in sorted(rows, key=lambda r: (r["order"] != "random", r["order"], r["engine"])):
+            lists = ("-" if s["n_lists_first"] is None
+                     else f"{s['n_lists_first']:,} -> {s['n_lists_last']:,}")
+            gap = (lambda v: "-" if v is None else f"{100 * v:+.2f}")
+            out.append(
+                f"| {s['order']} | {s['engine']} | {_params(s['query_params'])} "
+                f"| {s['recall@10_round0']:.4f} | {s['mean_recall@10']:.4f} "
+                f"| {_num(s['rebuild_recall@10'], '.4f')} "
+                f"| {gap(s['mean_gap'])}{_mark(s['meets_mean_recall'])} "
+                f"| {gap(s['worst_gap'])}{_mark(s['meets_worst_recall'])} "
+                f"| {_num(s['max_bucket_max_over_mean'], '.2f')}{_mark(s['meets_balance'])} "
+                f"| {lists} | {_num(s['insert_per_core'], ',.0f')}{_mark(s['meets_insert'])} "
+                f"| {_num(s['delete_per_s'], ',.0f')}{_mark(s['meets_delete'])} "
+                f"| {s['stale_results']} | {_num(s['loadavg_max'], '.1f')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _rate(line: dict, key: str, per: int = 1) -> str:
+    return f"{line[key] / per:,.0f}" if key in line else "-"
 
 
 def churn_markdown(lines: list[dict]) -> str:
-    """One table per (dataset, order, engine): the rounds, then the fresh rebuild."""
-    out: list[str] = []
-    keys = sorted({(ln["dataset"], ln["order"], ln["engine"]) for ln in lines})
-    for dataset, order, engine in keys:
-        rows = [ln for ln in lines if (ln["dataset"], ln["order"], ln["engine"]) ==
-                (dataset, order, engine)]
+    """The summary tables, then one table per (dataset, order, engine) with every round."""
+    out = [summary_markdown(summarize(lines))]
+    for (dataset, order, engine), rows in sorted(_groups(lines).items()):
         first = rows[0]
         out += [(f"## churn: {dataset}, {engine}, {order} inserts, "
                  f"{first['fraction']:.0%} deleted + inserted per round"), "",
                 (f"`{first['factory']}`, search {first['query_params']}, "
                  f"{first['threads']} threads"), "",
-                "| round | live | delete /s | insert /s | recall@1 | recall@10 | QPS | stale ids |",
-                "|---|---|---|---|---|---|---|---|"]
+                ("| round | live | n_lists | max bucket / mean | delete /s | insert /s "
+                 "| insert /s per core | recall@1 | recall@10 | QPS | stale ids | load |"),
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for ln in rows:
-            out.append(f"| {ln['round']} | {ln['n_live']:,} | {_rate(ln, 'delete_per_s')} | "
-                       f"{_rate(ln, 'insert_per_s')} | {ln['recall@1']:.4f} | "
-                       f"{ln['recall@10']:.4f} | {ln['qps']:,.0f} | {ln['stale_results']} |")
+            load = ln.get("loadavg_now") or ln.get("loadavg")
+            out.append(
+                f"| {ln['round']} | {ln['n_live']:,} | {_num(ln.get('n_lists'), ',')} "
+                f"| {_num(ln.get('bucket_max_over_mean'), '.2f')} "
+                f"| {_rate(ln, 'delete_per_s')} | {_rate(ln, 'insert_per_s')} "
+                f"| {_rate(ln, 'insert_per_s', ln['threads'])} | {ln['recall@1']:.4f} "
+                f"| {ln['recall@10']:.4f} | {ln['qps']:,.0f} | {ln['stale_results']} "
+                f"| {'-' if not load else f'{load[0]:.1f}'} |")
         out.append("")
     return "\n".join(out)
 
 
-def load_churn_params(path: str | None, dataset_family: str) -> dict:
-    """Per-engine ``{"build": ..., "query": ...}`` for this dataset from the churn config."""
+def read_churn_lines(out_dir: str) -> list[dict]:
+    """Every runbook line of ``churn-*.jsonl`` in ``out_dir`` (both orders)."""
+    lines = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "churn-*.jsonl"))):
+        with open(path, encoding="utf-8") as f:
+            lines += [ln for ln in map(json.loads, filter(str.strip, f))
+                      if ln.get("kind") == "churn"]
+    return lines
+
+
+def write_summary(out_dir: str) -> str:
+    """Write ``churn-summary.md`` (both orders, every engine) from the JSON lines there."""
+    lines = read_churn_lines(out_dir)
+    commands = sorted({ln["command"] for ln in lines if ln.get("command")})
+    text = "\n".join(["Commands:", "", *(f"    {c}" for c in commands), "",
+                      summary_markdown(summarize(lines))])
+    with open(os.path.join(out_dir, "churn-summary.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    return text
+
+
+# -- choosing the search parameters --------------------------------------------------
+
+
+def _settings(grid: dict[str, list]) -> list[tuple[dict, list[dict]]]:
+    """Group a grid by everything but its first key; each group ascends in that key."""
+    keys = list(grid)
+    primary, rest = keys[0], keys[1:]
+    groups = []
+    for combo in itertools.product(*(grid[k] for k in rest)):
+        fixed = dict(zip(rest, combo, strict=True))
+        groups.append((fixed, [{primary: v, **fixed} for v in sorted(grid[primary])]))
+    return groups
+
+
+def tune_engine(ds: Dataset, engine: str, params: dict, grid: dict[str, list], *,
+                threads: int, seed: int, order: str = "random", k: int = 10,
+                target: float = TARGET_RECALL) -> list[dict]:
+    """Search settings around ``target`` recall@10 on the runbook's initial half.
+
+    Builds ``engine`` once with ``params["build"]`` on the initial live set of ``order``
+    and ``seed``, then walks the grid: for each value of the secondary keys (binidx's
+    ``n_rerank``) it raises the first key (``n_probe`` / ``nprobe`` / ``ef``) until recall@10
+    reaches ``target``.  The line of the setting :func:`pick_setting` would choose has
+    ``chosen: true``.
+
+    Returns
+    -------
+    list of dict
+        One line per setting tried: ``query_params``, ``recall@10``, ``qps``, ...
+    """
+    _, live, _ = initial_split(ds, order, seed)
+    cls = _update_capable(engine)
+    adapter, build_s = _build(cls, ds, {"build": params.get("build", {})}, live, threads)
+    evaluator = _truth(ds, live, k)
+    common = {"kind": "churn-tune", **ds.describe(), "engine": engine, "order": order,
+              "seed": seed, "threads": threads, "target": target, "build_s": build_s,
+              "build_params": params.get("build", {}), "factory": adapter.factory(),
+              **environment()}
+    rows = []
+    for _, settings in _settings(grid):
+        for query in settings:
+            adapter.set_query_params(**query)
+            row = {**common, "query_params": query, **_evaluate(adapter, ds, live, k, evaluator)}
+            rows.append(row)
+            log(f"tune {engine} {query}: recall@10={row['recall@10']:.4f} qps={row['qps']:,.0f}")
+            if row["recall@10"] >= target:
+                break  # costlier values of the first key only add recall
+    chosen = pick_setting(rows, grid, target)
+    for row in rows:
+        row["chosen"] = row is chosen
+    return rows
+
+
+def pick_setting(rows: list[dict], grid: dict[str, list], target: float) -> dict | None:
+    """The tuned setting: the one closest above ``target``.
+
+    Per group of secondary keys the candidate is the smallest first-key value that
+    reached ``target``; among the candidates the lowest recall wins, so every engine
+    starts as near ``target`` as its grid allows (recall is deterministic for a given
+    build, QPS on a shared machine is not, so timing only breaks exact ties).  None when
+    nothing reached it.
+    """
+    primary = next(iter(grid))
+    best: dict[tuple, dict] = {}
+    for row in rows:
+        if row["recall@10"] < target:
+            continue
+        group = tuple(sorted((k, v) for k, v in row["query_params"].items() if k != primary))
+        if group not in best or row["query_params"][primary] < best[group]["query_params"][primary]:
+            best[group] = row
+    return min(best.values(), key=lambda r: (r["recall@10"], -r["qps"]), default=None)
+
+
+def tune_markdown(rows: list[dict]) -> str:
+    """Every setting tried per engine; the chosen one in bold."""
+    out = []
+    for engine in dict.fromkeys(r["engine"] for r in rows):
+        mine = [r for r in rows if r["engine"] == engine]
+        out += [(f"### {mine[0]['dataset']}, {engine}: `{mine[0]['factory']}` on the "
+                 f"{mine[0]['order']}-order initial half "
+                 f"(target recall@10 {mine[0]['target']})"),
+                "",
+                "| search | recall@10 | QPS |", "|---|---:|---:|"]
+        for r in mine:
+            cell = _params(r["query_params"])
+            out.append(f"| {'**' + cell + '**' if r['chosen'] else cell} "
+                       f"| {r['recall@10']:.4f} | {r['qps']:,.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def _load_config(path: str | None) -> dict:
     path = path or os.path.join(CONFIG_DIR, "churn.json")
     with open(path, encoding="utf-8") as f:
-        cfg = json.load(f)
+        return json.load(f)
+
+
+def load_churn_params(path: str | None, dataset_family: str) -> dict:
+    """Per-engine ``{"build": ..., "query": ...}`` for this dataset from the churn config."""
+    cfg = _load_config(path)["datasets"]
     return cfg.get(dataset_family, cfg["default"])
 
 
-def run_churn_command(args, argv: list[str]) -> int:
-    """``python -m benchmarks churn``: run the runbook for each engine, write the report."""
-    from .cli import RESULTS_DIR, _command_line
+def _load(args):
     from .datasets import load_dataset
 
-    ds = load_dataset(args.dataset, queries=args.queries, metric=args.metric,
-                      max_base=args.max_base, max_queries=args.max_queries,
-                      cache_dir=args.cache_dir)
+    return load_dataset(args.dataset, queries=args.queries, metric=args.metric,
+                        max_base=args.max_base, max_queries=args.max_queries,
+                        cache_dir=args.cache_dir)
+
+
+def _engine_params(args, ds: Dataset) -> dict:
     params = load_churn_params(args.config, ds.family)
     missing = [e for e in args.engines if e not in params]
     if missing:
         raise SystemExit(f"no churn parameters for {missing} in the churn config; "
                          f"configured: {', '.join(params)}")
+    return params
+
+
+def run_churn_command(args, argv: list[str]) -> int:
+    """``python -m benchmarks churn``: run the runbook for each engine, write the report."""
+    from .cli import RESULTS_DIR, _command_line
+
+    ds = _load(args)
+    params = _engine_params(args, ds)
     out_dir = args.out or os.path.join(RESULTS_DIR, ds.name)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"churn-{args.order}.jsonl")
     threads = args.threads or os.cpu_count() or 1
+    command = _command_line(argv)
     lines: list[dict] = []
     with open(path, "w", encoding="utf-8") as sink:
         for engine in args.engines:
             lines += churn_engine(ds, engine, params[engine], sink, order=args.order,
                                   rounds=args.rounds, fraction=args.fraction,
-                                  threads=threads, seed=args.seed)
-    text = f"Command: `{_command_line(argv)}`\n\n" + churn_markdown(lines)
+                                  threads=threads, seed=args.seed, command=command)
+    text = f"Command: `{command}`\n\n" + churn_markdown(lines)
     with open(os.path.join(out_dir, f"churn-{args.order}.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    write_summary(out_dir)
+    print(text)
+    return 0
+
+
+def _tune_command(args, argv: list[str]) -> int:
+    from .cli import RESULTS_DIR
+
+    ds = _load(args)
+    params = _engine_params(args, ds)
+    grids = _load_config(args.config)["tune_grid"]
+    out_dir = args.out or os.path.join(RESULTS_DIR, ds.name)
+    os.makedirs(out_dir, exist_ok=True)
+    threads = args.threads or os.cpu_count() or 1
+    rows: list[dict] = []
+    with open(os.path.join(out_dir, "churn-tune.jsonl"), "w", encoding="utf-8") as sink:
+        for engine in args.engines:
+            got = tune_engine(ds, engine, params[engine], grids[engine], threads=threads,
+                              seed=args.seed, target=args.target)
+            for row in got:
+                row["command"] = "python -m benchmarks.churn " + " ".join(argv)
+                sink.write(json.dumps(row, sort_keys=True) + "\n")
+            rows += got
+    text = tune_markdown(rows)
+    chosen = {r["engine"]: r["query_params"] for r in rows if r["chosen"]}
+    text += "\nChosen (for configs/churn.json): " + json.dumps(chosen) + "\n"
+    with open(os.path.join(out_dir, "churn-tune.md"), "w", encoding="utf-8") as f:
         f.write(text)
     print(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.churn {tune,summary}``: pick search settings, redo summaries.
+
+    The runbook itself is ``python -m benchmarks churn``.
+    """
+    import sys
+
+    from .cli import _add_dataset_args, _csv
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.churn", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tune = sub.add_parser("tune", help="recall@10 of a grid of search settings on the "
+                                       "initial half; writes churn-tune.{jsonl,md}")
+    _add_dataset_args(tune)
+    tune.add_argument("--engines", type=_csv, default=["binidx", "faiss-ivf", "hnswlib"])
+    tune.add_argument("--config", help="churn config (default configs/churn.json)")
+    tune.add_argument("--threads", type=int, help="threads (default: all)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--target", type=float, default=TARGET_RECALL)
+    summary = sub.add_parser("summary", help="rewrite churn-summary.md from churn-*.jsonl")
+    summary.add_argument("folder", help="e.g. benchmarks/results/dev-sift")
+    args = parser.parse_args(argv)
+    if args.command == "tune":
+        return _tune_command(args, argv)
+    print(write_summary(args.folder))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

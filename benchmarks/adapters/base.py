@@ -8,6 +8,7 @@ An adapter owns one index of one engine.  The runner calls, in order::
     a.query(q, k) / a.query_one(v, k)           # ids only: the runner recomputes distances
     a.add(x, ids); a.remove(ids)                # churn runbook
     a.memory_bytes() -> {"resident": ..., "total": ...}
+    a.bucket_sizes() -> vectors per bucket, or None (churn runbook)
 
 Adapters return neighbour *ids* (int64, -1 for "not found") and never distances, so that
 every engine is judged by the same exact distance computation in :mod:`benchmarks.metrics`.
@@ -102,6 +103,13 @@ class Adapter:
     def memory_bytes(self) -> dict[str, int]:
         """Bytes of the search structure (``resident``) and of everything kept (``total``)."""
         raise NotImplementedError
+
+    def bucket_sizes(self) -> np.ndarray | None:
+        """Vectors in each bucket (int64, shape (n_lists,)), or None without buckets.
+
+        The churn runbook reads bucket balance from it; graph indexes keep the default.
+        """
+        return None
 
     # -- description -----------------------------------------------------------------
     def factory(self) -> str:

@@ -81,5 +81,9 @@ class Binidx(Adapter):
         usage = self.index.memory_usage()
         return {"resident": int(usage["resident"]), "total": int(usage["total"])}
 
+    def bucket_sizes(self) -> np.ndarray:
+        # n_lists changes as binidx splits and dissolves buckets, so read it every time.
+        return np.asarray(self.index.list_sizes(), dtype=np.int64)
+
     def versions(self) -> dict[str, str]:
         return {"binidx": getattr(self.binidx, "__version__", "unknown")}

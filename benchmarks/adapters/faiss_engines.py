@@ -85,6 +85,14 @@ class FaissAdapter(Adapter):
         total = self.serialized_bytes()
         return {"resident": total, "total": total}
 
+    def bucket_sizes(self) -> np.ndarray | None:
+        try:
+            ivf = faiss.extract_index_ivf(self.index)
+        except RuntimeError:  # not an IVF index (Flat, HNSW): no buckets
+            return None
+        lists = ivf.invlists
+        return np.array([lists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
+
     def versions(self) -> dict[str, str]:
         return {"faiss": faiss.__version__}
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._kernels._idmap import IdMap
+
 _MIN_CAPACITY = 16
 _GROWTH = 1.5
 
@@ -282,8 +284,9 @@ class VectorStore:
         self.free: list[int] = []
         # (write batch, slots) released but maybe still read by older snapshots.
         self.pending: list[tuple[int, np.ndarray]] = []
-        # Built lazily: a loaded (possibly memory-mapped) index answers searches without it.
-        self._id_to_slot: dict[int, int] | None = {}
+        # id -> slot, a compiled hash map (16 bytes per cell, ~20M removals/s).  Built
+        # lazily: a loaded (possibly memory-mapped) index answers searches without it.
+        self._id_map: IdMap | None = IdMap()
 
     @classmethod
     def from_arrays(cls, vectors: np.ndarray, slot_ids: np.ndarray, slot_buckets: np.ndarray) -> "VectorStore":
@@ -295,15 +298,15 @@ class VectorStore:
         free = np.flatnonzero(slot_ids < 0)
         store.free = free.tolist()
         store.n_live = store.high_water - free.size
-        store._id_to_slot = None
+        store._id_map = None
         return store
 
     @property
-    def id_to_slot(self) -> dict[int, int]:
-        if self._id_to_slot is None:
-            live = self.live_slots()
-            self._id_to_slot = dict(zip(self.slot_ids[live].tolist(), live.tolist()))
-        return self._id_to_slot
+    def id_map(self) -> IdMap:
+        if self._id_map is None:
+            live = self.live_slots().astype(np.int64)
+            self._id_map = IdMap.from_arrays(np.ascontiguousarray(self.slot_ids[live]), live)
+        return self._id_map
 
     def __len__(self) -> int:
         return self.n_live
@@ -322,10 +325,10 @@ class VectorStore:
         return int(live.max()) if live.size else -1
 
     def ids(self) -> np.ndarray:
-        return np.fromiter(self.id_to_slot.keys(), dtype=np.int64, count=len(self.id_to_slot))
+        return self.id_map.keys()
 
     def contains(self, id_: int) -> bool:
-        return id_ in self.id_to_slot
+        return id_ in self.id_map
 
     def reserve(self, n_more: int) -> None:
         """Make room for ``n_more`` new vectors now, in one allocation of the exact size
@@ -363,22 +366,26 @@ class VectorStore:
         return slots
 
     def store(self, slots: np.ndarray, vectors: np.ndarray, ids: np.ndarray, buckets: np.ndarray) -> None:
+        id_map = self.id_map  # built (if lazy) before these slots count as live
         self.vectors[slots] = vectors
         self.slot_ids[slots] = ids
         self.slot_buckets[slots] = buckets
-        self.id_to_slot.update(zip(ids.tolist(), slots.tolist()))
+        id_map.insert(_int64(ids), _int64(slots))
         self.n_live += slots.shape[0]
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
-        """Slot of each id, -1 where the id is not in the index."""
-        get = self.id_to_slot.get
-        return np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.shape[0])
+        """Slot of each id, -1 where the id is not in the index (negative ids never are)."""
+        ids = _int64(ids)
+        if ids.size and int(ids.min()) < 0:
+            slots = np.full(ids.shape[0], -1, np.int64)
+            valid = ids >= 0
+            slots[valid] = self.id_map.lookup(np.ascontiguousarray(ids[valid]))
+            return slots
+        return self.id_map.lookup(ids)
 
     def release(self, slots: np.ndarray, batch: int) -> None:
         """Forget the vectors in ``slots`` (released by write batch ``batch``)."""
-        id_to_slot = self.id_to_slot
-        for i in self.slot_ids[slots].tolist():
-            del id_to_slot[i]
+        self.id_map.remove(_int64(self.slot_ids[slots]))
         self.n_live -= slots.shape[0]
         self.slot_buckets[slots] = -1
         self.pending.append((batch, np.array(slots, np.int64)))
@@ -420,10 +427,15 @@ class VectorStore:
         self.vectors[new] = vectors[old]
         self.slot_ids[new] = slot_ids[old]
         self.slot_buckets[new] = slot_buckets[old]
-        if self._id_to_slot is not None:
-            self._id_to_slot.update(zip(slot_ids[old].tolist(), new.tolist()))
+        if self._id_map is not None:
+            self._id_map.update(_int64(slot_ids[old]), _int64(new))
         self.free = []
         self.pending = []
 
     def nbytes(self) -> int:
-        return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_buckets.nbytes)
+        id_map = self._id_map.nbytes if self._id_map is not None else 0
+        return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_buckets.nbytes + id_map)
+
+
+def _int64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)

@@ -658,7 +658,8 @@ class Index:
         -------
         dict
             ``codes`` (inverted lists: codes, factors, slots), ``quantizer`` (centroids,
-            rotation), ``vectors`` (float32 rerank vectors, ids of slots), ``resident``
+            rotation), ``vectors`` (float32 rerank vectors, the id of each slot and the id -> slot
+            map), ``resident``
             (codes + quantizer: what a query's scan touches) and ``total``.
         """
         codes = self._buckets.nbytes() if self._buckets is not None else 0

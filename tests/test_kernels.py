@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import binidx
-from binidx import _codes
+from binidx import _codes, _storage
 from binidx import _reference as ref
 
 _search = pytest.importorskip("binidx._kernels._search")
@@ -140,6 +140,52 @@ def test_estimator_is_unbiased_and_sharpens_with_bits():
     assert corr[256] > corr[128] + 0.04
 
 
+# ------------------------------------------------------- scan fused with admission
+def _admit_inputs(rng, n, n_bits):
+    codes = random_codes(rng, n, n_bits // 64)
+    factors = random_factors(rng, n)
+    slots = rng.permutation(10 * n).astype(np.int32)[:n]
+    planes, c1, c2, sum_w = _search.quantize(rng.standard_normal(n_bits).astype(np.float32))
+    consts = (planes, c1, c2, sum_w, -2.0, 17.25, 1.0)
+    est = ref.scan_reference(codes, factors, *consts)
+    blocks, fblocks = _storage.to_blocks(codes, factors)
+    return blocks, fblocks, slots, consts, est
+
+
+@pytest.mark.parametrize("n_bits", [64, 128, 384, 1024])
+def test_scan_admit_matches_reference(kernel_path, n_bits):
+    """Admitted = estimate <= threshold (ties included) and slot allowed, in scan order."""
+    rng = np.random.default_rng(2000 + n_bits)
+    for n in (1, 7, 8, 9, 37, 200):
+        blocks, fblocks, slots, consts, est = _admit_inputs(rng, n, n_bits)
+        allowed = (rng.random(10 * n) < 0.5).astype(np.uint8)
+        for threshold in (np.inf, np.median(est), est.min(), est.min() - 1.0):
+            threshold = np.float32(threshold)
+            for mask in (None, allowed):
+                keys, got_slots, next_block = _search.scan_admit(
+                    blocks, fblocks, slots, n, *consts, threshold, cap=10 * n, allowed=mask)
+                keep = est <= threshold
+                if mask is not None:
+                    keep &= mask[slots].astype(bool)
+                assert next_block == blocks.shape[0]
+                assert np.array_equal(got_slots, slots[keep]), (n, threshold)
+                assert np.array_equal(keys, est[keep]), (n, threshold)
+
+
+def test_scan_admit_stops_once_the_buffer_is_full(kernel_path):
+    """The kernel returns after the block that fills the buffer, and resumes from there."""
+    rng = np.random.default_rng(21)
+    n = 45
+    blocks, fblocks, slots, consts, est = _admit_inputs(rng, n, 128)
+    keys, got, next_block = _search.scan_admit(blocks, fblocks, slots, n, *consts, np.inf, cap=11)
+    assert next_block == 2 and np.array_equal(got, slots[:16])   # 16 >= 11 after block 1
+    keys, got, next_block = _search.scan_admit(blocks, fblocks, slots, n, *consts, np.inf, cap=11,
+                                               first_block=5)
+    # The last block holds 5 codes: its 3 padding lanes are never admitted.
+    assert next_block == 6 and np.array_equal(got, slots[40:])
+    assert np.array_equal(keys, est[40:])
+
+
 # ----------------------------------------------------------------- float distances
 @pytest.mark.parametrize("d", [1, 7, 15, 16, 17, 33, 100, 128, 384])
 def test_pairwise_matches_reference(kernel_path, d):
@@ -241,12 +287,16 @@ def test_all_paths_give_identical_searches(metric):
             for path in paths:
                 _search.set_path(path)
                 results[n_bits, path] = index.search(q, k=20, n_probe=5, n_rerank=20)
+                # A filter that keeps every third vector: admission in the scan kernels.
+                results[n_bits, path, "filtered"] = index.search(
+                    q, k=20, n_probe=5, n_rerank=20, allowed_ids=np.arange(0, len(x), 3))
     finally:
         _search.set_path(before)
-    for (n_bits, path), (d, i) in results.items():
-        d0, i0 = results[n_bits, "generic"]
-        assert np.array_equal(i, i0), (n_bits, path)
-        assert np.array_equal(d, d0), (n_bits, path)
+    for key, (d, i) in results.items():
+        d0, i0 = results[(key[0], "generic") + key[2:]]
+        assert np.array_equal(i, i0), key
+        assert np.array_equal(d, d0), key
+    assert (results[256, "generic", "filtered"].ids % 3 == 0).all()
 
 
 def _supported_paths():

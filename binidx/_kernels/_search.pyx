@@ -25,16 +25,33 @@ cdef extern from "simd_kernels.h" namespace "binidx":
                              const ScanConsts*, float*) noexcept nogil
     ctypedef float (*dist_fn)(const float*, const float*, int64_t) noexcept nogil
 
+    ctypedef struct Candidate:
+        float key
+        int32_t slot
+
+    ctypedef struct AdmitTarget:
+        Candidate* out
+        int64_t m
+        int64_t cap
+        float threshold
+        const uint8_t* allowed
+
+    ctypedef int64_t (*scan_admit_fn)(const uint64_t*, const float*, const int32_t*, int64_t,
+                                      int64_t, int, const uint64_t*, const ScanConsts*,
+                                      AdmitTarget*) noexcept nogil
+
     ctypedef void (*quantize_fn)(const float*, const float*, float*, int64_t, int, uint64_t*,
                                  ScanConsts*) noexcept nogil
 
     ctypedef struct Kernels:
         scan_fn scan
+        scan_admit_fn scan_admit
         quantize_fn quantize
         dist_fn l2
         dist_fn dot
         const char* name
 
+    int BLOCK
     int best_supported_path() nogil
     Kernels kernels_for_path(int path) nogil
 
@@ -216,6 +233,36 @@ def scan_blocks(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
         K.scan(&codes[0, 0, 0], &factors[0, 0, 0], n, <int>codes.shape[1], &planes[0, 0], &c,
                &ov[0])
     return out[:n]
+
+
+def scan_admit(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
+               const int32_t[::1] slots, int64_t n, const uint64_t[:, ::1] planes, float c1,
+               float c2, float sum_w, float alpha, float beta, float gamma, float threshold,
+               int64_t cap, int64_t first_block=0, const uint8_t[::1] allowed=None):
+    """One call of the active fused scan + admission kernel (for tests).
+
+    Scans blocked codes from ``first_block`` into an empty candidate buffer that the
+    kernel leaves once it holds ``cap`` or more entries.  Returns ``(keys, slots,
+    next_block)``: the admitted estimates and their slots in scan order, and the block
+    the scan stopped before.
+    """
+    cands = np.zeros((cap + BLOCK, 2), dtype=np.int32)
+    cdef int32_t[:, ::1] cv = cands
+    cdef ScanConsts c
+    c.c1 = c1; c.c2 = c2; c.sum_w = sum_w; c.alpha = alpha; c.beta = beta; c.gamma = gamma
+    cdef AdmitTarget t
+    t.out = <Candidate*> &cv[0, 0]
+    t.m = 0
+    t.cap = cap
+    t.threshold = threshold
+    t.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
+    cdef Kernels K = kernels_for_path(_active_path)
+    cdef int64_t next_block = 0
+    if n > 0:
+        with nogil:
+            next_block = K.scan_admit(&codes[0, 0, 0], &factors[0, 0, 0], &slots[0], n,
+                                      first_block, <int>codes.shape[1], &planes[0, 0], &c, &t)
+    return cands[:t.m, 0].view(np.float32), cands[:t.m, 1].copy(), next_block
 
 
 def pairwise(const float[:, ::1] a, const float[:, ::1] b, int metric):

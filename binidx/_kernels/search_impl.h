@@ -41,11 +41,6 @@ struct IndexView {
     const uint8_t* allowed;          // (capacity,) 0/1 per slot, or null: no filter
 };
 
-struct Candidate {
-    float key;     // smaller is better (squared l2, or -inner product)
-    int32_t slot;
-};
-
 // Comparators are function objects, not functions: std::nth_element / partial_sort then
 // inline them (a function pointer cost ~3x in the coarse selection).
 struct CandidateLess {
@@ -70,7 +65,7 @@ static const ResultLess result_less{};
 // Per-thread scratch space, reused across the queries a thread handles.
 struct Workspace {
     std::vector<Candidate> coarse;
-    std::vector<float> dots, qrot, w, est;
+    std::vector<float> dots, qrot, w;
     std::vector<uint64_t> planes;
     std::vector<Candidate> cands;
     std::vector<Result> results;
@@ -110,12 +105,13 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
 
     // Candidates are kept in a buffer of 4 * n_rerank entries (at least 256): when it is full, the
     // n_rerank best stay and the worst of them becomes the admission threshold, so most
-    // estimates of far buckets cost one comparison (amortised O(1) per scanned code).
+    // estimates of far buckets cost one comparison (amortised O(1) per scanned code).  The
+    // scan itself applies the threshold (scan_admit) and may overshoot cap by up to a block.
     const int64_t keep = std::max<int64_t>(n_rerank, 1);
     const size_t cap = std::max<size_t>(4 * (size_t)keep, 256);
-    if (ws.cands.size() < cap) ws.cands.resize(cap);
-    float threshold = std::numeric_limits<float>::infinity();
-    int64_t m = 0;
+    if (ws.cands.size() < cap + BLOCK) ws.cands.resize(cap + BLOCK);
+    AdmitTarget admit{ws.cands.data(), 0, (int64_t)cap, std::numeric_limits<float>::infinity(),
+                      v.allowed};
 
     ScanConsts consts;
     if (!l2) {
@@ -127,14 +123,18 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     }
 
     // 3. Scan the probed buckets.  Buckets live at scattered addresses: while one is
-    //    scanned, the start of the next one is prefetched so its first misses overlap.
+    //    scanned, the first PREFETCH_BLOCKS blocks of the next one are prefetched (the
+    //    scan prefetches the rest, that far ahead), so its first misses overlap.
     auto prefetch_bucket = [&](int64_t p) {
         const int32_t b = ws.coarse[(size_t)p].slot;
+        const int64_t blocks = std::min<int64_t>(PREFETCH_BLOCKS, (v.sizes[b] + BLOCK - 1) / BLOCK);
         const char* codes = (const char*)v.codes[b];
         const char* factors = (const char*)v.factors[b];
-        for (int off = 0; off < 512; off += 64) __builtin_prefetch(codes + off);
-        for (int off = 0; off < 256; off += 64) __builtin_prefetch(factors + off);
-        __builtin_prefetch(v.slots[b]);
+        const char* slots = (const char*)v.slots[b];
+        for (int64_t off = 0; off < blocks * v.n_words * BLOCK * 8; off += 64)
+            __builtin_prefetch(codes + off);
+        for (int64_t off = 0; off < blocks * 2 * BLOCK * 4; off += 64) __builtin_prefetch(factors + off);
+        for (int64_t off = 0; off < blocks * BLOCK * 4; off += 64) __builtin_prefetch(slots + off);
         if (l2) {
             const char* cr = (const char*)(v.centroids_rot + (int64_t)b * v.n_bits);
             for (int64_t off = 0; off < v.n_bits * 4; off += 64) __builtin_prefetch(cr + off);
@@ -156,25 +156,19 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
         } else {
             consts.beta = ws.coarse[(size_t)p].key;  // -<q, c>
         }
-        const int64_t padded = (size + BLOCK - 1) / BLOCK * BLOCK;  // scan writes whole blocks
-        if ((int64_t)ws.est.size() < padded) ws.est.resize((size_t)padded);
-        K.scan(v.codes[b], v.factors[b], size, v.n_words, ws.planes.data(), &consts,
-               ws.est.data());
-        const int32_t* slots = v.slots[b];
-        const float* est = ws.est.data();
-        const uint8_t* allowed = v.allowed;
-        for (int64_t i = 0; i < size; ++i) {
-            if (est[i] < threshold && (allowed == nullptr || allowed[slots[i]])) {
-                ws.cands[(size_t)m++] = Candidate{est[i], slots[i]};
-                if ((size_t)m == cap) {
-                    std::nth_element(ws.cands.begin(), ws.cands.begin() + (keep - 1),
-                                     ws.cands.begin() + m, candidate_less);
-                    threshold = ws.cands[(size_t)(keep - 1)].key;
-                    m = keep;
-                }
+        const int64_t n_blocks = (size + BLOCK - 1) / BLOCK;
+        for (int64_t blk = 0; blk < n_blocks;) {
+            blk = K.scan_admit(v.codes[b], v.factors[b], v.slots[b], size, blk, v.n_words,
+                               ws.planes.data(), &consts, &admit);
+            if (admit.m >= admit.cap) {
+                std::nth_element(ws.cands.begin(), ws.cands.begin() + (keep - 1),
+                                 ws.cands.begin() + admit.m, candidate_less);
+                admit.threshold = ws.cands[(size_t)(keep - 1)].key;
+                admit.m = keep;
             }
         }
     }
+    const int64_t m = admit.m;
 
     // 4. Keep the n_rerank best estimates.
     int64_t r = std::min(keep, m);

@@ -34,15 +34,35 @@ struct ScanConsts {
     float gamma;
 };
 
+// One entry of the candidate buffer of a search: an estimate and the vector's slot.
+struct Candidate {
+    float key;     // smaller is better (estimated squared l2, or -inner product)
+    int32_t slot;
+};
+
+// Admission of a bucket's estimates into the candidate buffer (see scan_admit below).
+struct AdmitTarget {
+    Candidate* out;          // the buffer; room for cap + BLOCK entries
+    int64_t m;               // entries in use, updated by the scan
+    int64_t cap;             // the scan returns once m >= cap
+    float threshold;         // admit est <= threshold
+    const uint8_t* allowed;  // 0/1 per slot, or null: every slot allowed
+};
+
 typedef void (*scan_fn)(const uint64_t* codes, const float* factors, int64_t n, int n_words,
                         const uint64_t* planes, const ScanConsts* c, float* out);
+typedef int64_t (*scan_admit_fn)(const uint64_t* codes, const float* factors,
+                                 const int32_t* slots, int64_t n, int64_t first_block,
+                                 int n_words, const uint64_t* planes, const ScanConsts* c,
+                                 AdmitTarget* t);
 typedef float (*dist_fn)(const float* a, const float* b, int64_t d);
 typedef void (*quantize_fn)(const float* a, const float* b, float* w, int64_t n_bits,
                             int n_words, uint64_t* planes, ScanConsts* c);
 typedef void (*matvec_fn)(const float* at, const float* q, int64_t dim, int64_t n, float* out);
 
 struct Kernels {
-    scan_fn scan;
+    scan_fn scan;              // every estimate of a bucket (tests, micro-benchmarks)
+    scan_admit_fn scan_admit;  // the search's scan: only the admitted candidates
     quantize_fn quantize;
     matvec_fn matvec_t;  // out[i] = sum_j q[j] * at[j * n + i]
     dist_fn l2;   // squared L2 distance
@@ -61,36 +81,81 @@ struct Kernels {
 // padded, and the scan writes estimates for whole blocks (out has room for them).
 static const int BLOCK = 8;
 
+// How many blocks ahead the fused scan prefetches its streams (codes, factors, slots).
+static const int PREFETCH_BLOCKS = 8;
+
 static inline __attribute__((always_inline)) float finish_estimate(
         uint64_t pc, uint64_t acc, float a, float rn2, const ScanConsts* c) {
     const float sw = c->c1 * (float)pc + c->c2 * (float)acc - c->sum_w;
     return c->alpha * (a * sw) + c->beta + c->gamma * rn2;
 }
 
-static inline __attribute__((always_inline)) void scan_scalar_body(
-        const uint64_t* codes, const float* factors, int64_t n, int n_words,
-        const uint64_t* planes, const ScanConsts* c, float* out) {
+// Estimates of the 8 lanes of one block, lane by lane.
+static inline __attribute__((always_inline)) void block_estimates_scalar(
+        const uint64_t* block, const float* f, int n_words, const uint64_t* planes,
+        const ScanConsts* c, float* est) {
     const uint64_t* p0 = planes;
     const uint64_t* p1 = planes + n_words;
     const uint64_t* p2 = planes + 2 * n_words;
     const uint64_t* p3 = planes + 3 * n_words;
+    for (int lane = 0; lane < BLOCK; ++lane) {
+        uint64_t pc = 0, acc = 0;
+        for (int w = 0; w < n_words; ++w) {
+            const uint64_t x = block[w * BLOCK + lane];
+            pc += (uint64_t)__builtin_popcountll(x);
+            acc += (uint64_t)__builtin_popcountll(x & p0[w]) +
+                   ((uint64_t)__builtin_popcountll(x & p1[w]) << 1) +
+                   ((uint64_t)__builtin_popcountll(x & p2[w]) << 2) +
+                   ((uint64_t)__builtin_popcountll(x & p3[w]) << 3);
+        }
+        est[lane] = finish_estimate(pc, acc, f[lane], f[BLOCK + lane], c);
+    }
+}
+
+static inline __attribute__((always_inline)) void scan_scalar_body(
+        const uint64_t* codes, const float* factors, int64_t n, int n_words,
+        const uint64_t* planes, const ScanConsts* c, float* out) {
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
-    for (int64_t blk = 0; blk < n_blocks; ++blk) {
-        const uint64_t* block = codes + blk * n_words * BLOCK;
-        const float* f = factors + blk * 2 * BLOCK;
-        for (int lane = 0; lane < BLOCK; ++lane) {
-            uint64_t pc = 0, acc = 0;
-            for (int w = 0; w < n_words; ++w) {
-                const uint64_t x = block[w * BLOCK + lane];
-                pc += (uint64_t)__builtin_popcountll(x);
-                acc += (uint64_t)__builtin_popcountll(x & p0[w]) +
-                       ((uint64_t)__builtin_popcountll(x & p1[w]) << 1) +
-                       ((uint64_t)__builtin_popcountll(x & p2[w]) << 2) +
-                       ((uint64_t)__builtin_popcountll(x & p3[w]) << 3);
-            }
-            out[blk * BLOCK + lane] = finish_estimate(pc, acc, f[lane], f[BLOCK + lane], c);
+    for (int64_t blk = 0; blk < n_blocks; ++blk)
+        block_estimates_scalar(codes + blk * n_words * BLOCK, factors + blk * 2 * BLOCK, n_words,
+                               planes, c, out + blk * BLOCK);
+}
+
+// The scan of a search, fused with the admission test: from block first_block on,
+// vector i (slot slots[i]) joins the candidate buffer when its estimate is <= the
+// threshold and its slot is allowed, in bucket order.  The scan returns the next block
+// to scan as soon as the buffer holds cap or more entries (then the caller shrinks the
+// buffer and lowers the threshold), or the number of blocks when the bucket is done.
+//
+// Admitting ties (<=) makes the final selection exact whatever the threshold in force:
+// a rejected estimate is strictly worse than n_rerank others, so the kept candidates are
+// the n_rerank best by (estimate, slot), independent of when the buffer was refreshed,
+// and so of the kernel path.
+static inline __attribute__((always_inline)) int64_t scan_admit_scalar_body(
+        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t n,
+        int64_t first_block, int n_words, const uint64_t* planes, const ScanConsts* c,
+        AdmitTarget* t) {
+    const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
+    const float threshold = t->threshold;
+    Candidate* out = t->out;
+    int64_t m = t->m;
+    for (int64_t blk = first_block; blk < n_blocks; ++blk) {
+        float est[BLOCK];
+        block_estimates_scalar(codes + blk * n_words * BLOCK, factors + blk * 2 * BLOCK, n_words,
+                               planes, c, est);
+        const int lanes = n - blk * BLOCK < BLOCK ? (int)(n - blk * BLOCK) : BLOCK;
+        for (int lane = 0; lane < lanes; ++lane) {
+            const int32_t s = slots[blk * BLOCK + lane];
+            if (est[lane] <= threshold && (t->allowed == nullptr || t->allowed[s]))
+                out[m++] = Candidate{est[lane], s};
+        }
+        if (m >= t->cap) {
+            t->m = m;
+            return blk + 1;
         }
     }
+    t->m = m;
+    return n_blocks;
 }
 
 // Pairwise sum of 16 lanes: 4 dependent steps instead of 15, the same order everywhere.
@@ -216,6 +281,12 @@ static void scan_generic(const uint64_t* codes, const float* factors, int64_t n,
                          const uint64_t* planes, const ScanConsts* c, float* out) {
     scan_scalar_body(codes, factors, n, n_words, planes, c, out);
 }
+static int64_t scan_admit_generic(const uint64_t* codes, const float* factors,
+                                  const int32_t* slots, int64_t n, int64_t first_block,
+                                  int n_words, const uint64_t* planes, const ScanConsts* c,
+                                  AdmitTarget* t) {
+    return scan_admit_scalar_body(codes, factors, slots, n, first_block, n_words, planes, c, t);
+}
 static float l2_generic(const float* a, const float* b, int64_t d) { return l2_body(a, b, d); }
 static float dot_generic(const float* a, const float* b, int64_t d) { return dot_body(a, b, d); }
 static void matvec_t_generic(const float* at, const float* q, int64_t dim, int64_t n,
@@ -233,6 +304,12 @@ __attribute__((target("popcnt,avx2,bmi2"))) static void scan_avx2(
         const uint64_t* codes, const float* factors, int64_t n, int n_words,
         const uint64_t* planes, const ScanConsts* c, float* out) {
     scan_scalar_body(codes, factors, n, n_words, planes, c, out);
+}
+__attribute__((target("popcnt,avx2,bmi2"))) static int64_t scan_admit_avx2(
+        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t n,
+        int64_t first_block, int n_words, const uint64_t* planes, const ScanConsts* c,
+        AdmitTarget* t) {
+    return scan_admit_scalar_body(codes, factors, slots, n, first_block, n_words, planes, c, t);
 }
 __attribute__((target("avx2"))) static float l2_avx2(const float* a, const float* b, int64_t d) {
     return l2_body(a, b, d);
@@ -255,40 +332,124 @@ __attribute__((target("avx2,bmi2"))) static void quantize_avx2(
 // the same operations, in the same order, as finish_estimate (no FMA).
 #define BINIDX_AVX512_TARGET "popcnt,avx2,avx512f,avx512vl,avx512bw,avx512dq,avx512vpopcntdq"
 
+// Estimator constants broadcast once per bucket.
+struct ScanConsts256 {
+    __m256 c1, c2, sum_w, alpha, beta, gamma;
+};
+
+__attribute__((target(BINIDX_AVX512_TARGET))) static inline __attribute__((always_inline))
+ScanConsts256 broadcast_consts(const ScanConsts* c) {
+    return ScanConsts256{_mm256_set1_ps(c->c1),    _mm256_set1_ps(c->c2),
+                         _mm256_set1_ps(c->sum_w), _mm256_set1_ps(c->alpha),
+                         _mm256_set1_ps(c->beta),  _mm256_set1_ps(c->gamma)};
+}
+
+// The 8 estimates of one block.
+__attribute__((target(BINIDX_AVX512_TARGET))) static inline __attribute__((always_inline))
+__m256 block_estimates_avx512(const uint64_t* block, const float* f, int n_words,
+                              const uint64_t* planes, const ScanConsts256& k) {
+    __m512i pc = _mm512_setzero_si512();
+    __m512i acc = _mm512_setzero_si512();
+    for (int w = 0; w < n_words; ++w) {
+        const __m512i x = _mm512_loadu_si512((const void*)(block + w * BLOCK));
+        pc = _mm512_add_epi64(pc, _mm512_popcnt_epi64(x));
+        __m512i t = _mm512_popcnt_epi64(_mm512_and_si512(x, _mm512_set1_epi64((long long)planes[w])));
+        t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(
+                x, _mm512_set1_epi64((long long)planes[n_words + w]))), 1));
+        t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(
+                x, _mm512_set1_epi64((long long)planes[2 * n_words + w]))), 2));
+        t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(
+                x, _mm512_set1_epi64((long long)planes[3 * n_words + w]))), 3));
+        acc = _mm512_add_epi64(acc, t);
+    }
+    const __m256 a = _mm256_loadu_ps(f), rn2 = _mm256_loadu_ps(f + BLOCK);
+    const __m256 sw = _mm256_sub_ps(
+        _mm256_add_ps(_mm256_mul_ps(k.c1, _mm512_cvtepu64_ps(pc)),
+                      _mm256_mul_ps(k.c2, _mm512_cvtepu64_ps(acc))),
+        k.sum_w);
+    return _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(k.alpha, _mm256_mul_ps(a, sw)), k.beta),
+                         _mm256_mul_ps(k.gamma, rn2));
+}
+
 __attribute__((target(BINIDX_AVX512_TARGET))) static void scan_avx512(
         const uint64_t* codes, const float* factors, int64_t n, int n_words,
         const uint64_t* planes, const ScanConsts* c, float* out) {
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
-    const __m256 c1 = _mm256_set1_ps(c->c1), c2 = _mm256_set1_ps(c->c2);
-    const __m256 sum_w = _mm256_set1_ps(c->sum_w), alpha = _mm256_set1_ps(c->alpha);
-    const __m256 beta = _mm256_set1_ps(c->beta), gamma = _mm256_set1_ps(c->gamma);
-    for (int64_t blk = 0; blk < n_blocks; ++blk) {
-        const uint64_t* block = codes + blk * n_words * BLOCK;
-        __m512i pc = _mm512_setzero_si512();
-        __m512i acc = _mm512_setzero_si512();
-        for (int w = 0; w < n_words; ++w) {
-            const __m512i x = _mm512_loadu_si512((const void*)(block + w * BLOCK));
-            pc = _mm512_add_epi64(pc, _mm512_popcnt_epi64(x));
-            __m512i t = _mm512_popcnt_epi64(_mm512_and_si512(x, _mm512_set1_epi64((long long)planes[w])));
-            t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(
-                    x, _mm512_set1_epi64((long long)planes[n_words + w]))), 1));
-            t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(
-                    x, _mm512_set1_epi64((long long)planes[2 * n_words + w]))), 2));
-            t = _mm512_add_epi64(t, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(
-                    x, _mm512_set1_epi64((long long)planes[3 * n_words + w]))), 3));
-            acc = _mm512_add_epi64(acc, t);
+    const ScanConsts256 k = broadcast_consts(c);
+    for (int64_t blk = 0; blk < n_blocks; ++blk)
+        _mm256_storeu_ps(out + blk * BLOCK,
+                         block_estimates_avx512(codes + blk * n_words * BLOCK,
+                                                factors + blk * 2 * BLOCK, n_words, planes, k));
+}
+
+// scan_admit_scalar_body with the admission test in registers: one compare gives the mask
+// of admitted lanes, and the (estimate, position in the bucket) pairs of those lanes are
+// packed into 64-bit Candidates and compressed into the buffer.  Positions become slots
+// only for the admitted few, at the end: the hot loop reads two streams (codes, factors),
+// not three, and nothing in it waits for the compare.  The compress goes to a register
+// and the full 64 bytes are stored (the buffer has BLOCK entries of slack): the memory
+// form of vpcompressq is microcoded and slow on AMD Zen 4.  The filter, when there is
+// one, is tested only for the lanes that pass the threshold.
+template <bool FILTER>
+__attribute__((target(BINIDX_AVX512_TARGET))) static inline __attribute__((always_inline))
+int64_t scan_admit_avx512_body(const uint64_t* codes, const float* factors, const int32_t* slots,
+                               int64_t n, int64_t first_block, int n_words,
+                               const uint64_t* planes, const ScanConsts* c, AdmitTarget* t) {
+    const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
+    const ScanConsts256 k = broadcast_consts(c);
+    const __m256 threshold = _mm256_set1_ps(t->threshold);
+    // Interleaves 8 estimates (dwords 0-7) and 8 positions (dwords 8-15) into Candidates.
+    const __m512i interleave = _mm512_set_epi32(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+    const __m256i eight = _mm256_set1_epi32(BLOCK);
+    __m256i pos = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(first_block * BLOCK)),
+                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const int tail = (int)(n - (n_blocks - 1) * BLOCK);
+    Candidate* out = t->out;
+    const int64_t m0 = t->m;
+    int64_t m = m0;
+    int64_t blk = first_block;
+    for (; blk < n_blocks; ++blk) {
+        // Software prefetch PREFETCH_BLOCKS ahead in all three streams: buckets are only a
+        // few kB, too short for the hardware prefetcher to ramp up, and the slots are read
+        // back at the end for the admitted lanes.
+        if (blk + PREFETCH_BLOCKS < n_blocks) {
+            const char* ahead = (const char*)(codes + (blk + PREFETCH_BLOCKS) * n_words * BLOCK);
+            for (int w = 0; w < n_words; ++w) _mm_prefetch(ahead + 64 * w, _MM_HINT_T0);
+            _mm_prefetch((const char*)(factors + (blk + PREFETCH_BLOCKS) * 2 * BLOCK), _MM_HINT_T0);
+            _mm_prefetch((const char*)(slots + (blk + PREFETCH_BLOCKS) * BLOCK), _MM_HINT_T0);
         }
-        const float* f = factors + blk * 2 * BLOCK;
-        const __m256 a = _mm256_loadu_ps(f), rn2 = _mm256_loadu_ps(f + BLOCK);
-        const __m256 sw = _mm256_sub_ps(
-            _mm256_add_ps(_mm256_mul_ps(c1, _mm512_cvtepu64_ps(pc)),
-                          _mm256_mul_ps(c2, _mm512_cvtepu64_ps(acc))),
-            sum_w);
-        const __m256 est = _mm256_add_ps(
-            _mm256_add_ps(_mm256_mul_ps(alpha, _mm256_mul_ps(a, sw)), beta),
-            _mm256_mul_ps(gamma, rn2));
-        _mm256_storeu_ps(out + blk * BLOCK, est);
+        const __m256 est = block_estimates_avx512(codes + blk * n_words * BLOCK,
+                                                  factors + blk * 2 * BLOCK, n_words, planes, k);
+        const __mmask8 valid = blk == n_blocks - 1 ? (__mmask8)((1u << tail) - 1u) : (__mmask8)0xFF;
+        __mmask8 admit = _mm256_mask_cmp_ps_mask(valid, est, threshold, _CMP_LE_OQ);
+        if (FILTER) {
+            for (unsigned bits = admit; bits != 0; bits &= bits - 1) {
+                const int lane = __builtin_ctz(bits);
+                if (!t->allowed[slots[blk * BLOCK + lane]]) admit &= (__mmask8)~(1u << lane);
+            }
+        }
+        const __m512i pairs = _mm512_permutexvar_epi32(
+            interleave, _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(est)), pos, 1));
+        _mm512_storeu_si512((void*)(out + m), _mm512_maskz_compress_epi64(admit, pairs));
+        pos = _mm256_add_epi32(pos, eight);
+        m += __builtin_popcount((unsigned)admit);
+        if (m >= t->cap) {
+            ++blk;
+            break;
+        }
     }
+    for (int64_t i = m0; i < m; ++i) out[i].slot = slots[out[i].slot];
+    t->m = m;
+    return blk;
+}
+
+__attribute__((target(BINIDX_AVX512_TARGET))) static int64_t scan_admit_avx512(
+        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t n,
+        int64_t first_block, int n_words, const uint64_t* planes, const ScanConsts* c,
+        AdmitTarget* t) {
+    if (t->allowed != nullptr)
+        return scan_admit_avx512_body<true>(codes, factors, slots, n, first_block, n_words, planes, c, t);
+    return scan_admit_avx512_body<false>(codes, factors, slots, n, first_block, n_words, planes, c, t);
 }
 __attribute__((target(BINIDX_AVX512_TARGET))) static float l2_avx512(const float* a,
                                                                      const float* b, int64_t d) {
@@ -369,11 +530,11 @@ static inline int best_supported_path() {
 
 static inline Kernels kernels_for_path(int path) {
 #ifdef BINIDX_X86
-    if (path == PATH_AVX512) return Kernels{scan_avx512, quantize_avx512, matvec_t_avx512, l2_avx512, dot_avx512, "avx512-vpopcntdq"};
-    if (path == PATH_AVX2) return Kernels{scan_avx2, quantize_avx2, matvec_t_avx2, l2_avx2, dot_avx2, "avx2-popcnt"};
+    if (path == PATH_AVX512) return Kernels{scan_avx512, scan_admit_avx512, quantize_avx512, matvec_t_avx512, l2_avx512, dot_avx512, "avx512-vpopcntdq"};
+    if (path == PATH_AVX2) return Kernels{scan_avx2, scan_admit_avx2, quantize_avx2, matvec_t_avx2, l2_avx2, dot_avx2, "avx2-popcnt"};
 #endif
     (void)path;
-    return Kernels{scan_generic, quantize_generic, matvec_t_generic, l2_generic, dot_generic, "generic"};
+    return Kernels{scan_generic, scan_admit_generic, quantize_generic, matvec_t_generic, l2_generic, dot_generic, "generic"};
 }
 
 }  // namespace binidx

@@ -10,7 +10,9 @@ A dataset is given to the CLI as one string:
 * a single base file (``.fvecs``, ``.bvecs``, ``.npy``, ``file.hdf5:name``) together with
   ``--queries``;
 * ``synthetic`` or ``synthetic:n=20000,nq=200,dim=64,metric=l2,seed=0`` - a Gaussian
-  mixture, only a fallback for when no real data is around.
+  mixture, only a fallback for when no real data is around;
+* a registered name (:data:`NAMED`), e.g. ``sift-1m``: a folder under ``$BINIDX_DATA_DIR``
+  (default ``~/.cache/binidx-data``) made by the script the entry names.
 
 Ground truth that is missing, too short, or invalidated by ``--max-base`` is computed
 exactly (:func:`benchmarks.metrics.exact_knn`) and cached under ``cache_dir``.
@@ -30,6 +32,37 @@ from .metrics import exact_knn
 
 GT_K = 100
 _VEC_EXTS = (".fvecs", ".bvecs", ".npy", ".hdf5", ".h5")
+#: Datasets known by name: name -> the command that makes them.  They are too large for
+#: the repository and live in ``$BINIDX_DATA_DIR/<name>``.
+NAMED = {
+    "sift-1m": "THREADS=2 nice -n 10 ~/.cache/binidx-dev-data/venv/bin/python "
+               "benchmarks/make_sift1m.py  (venv recipe in its docstring; ~15 min)",
+}
+
+
+def data_dir() -> str:
+    """``$BINIDX_DATA_DIR`` or ``~/.cache/binidx-data``: where named datasets live."""
+    return os.path.expanduser(os.environ.get(
+        "BINIDX_DATA_DIR", os.path.join("~", ".cache", "binidx-data")))
+
+
+def resolve_named(spec: str) -> str:
+    """The folder of a registered dataset name; any other spec comes back unchanged.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the name is registered but its folder has not been made yet; the message
+        gives the command that makes it.
+    """
+    if spec not in NAMED:
+        return spec
+    folder = os.path.join(data_dir(), spec)
+    if not os.path.exists(os.path.join(folder, "base.bvecs")):
+        raise FileNotFoundError(
+            f"dataset {spec!r} not found in {folder} (set BINIDX_DATA_DIR if it lives "
+            f"elsewhere); make it with: {NAMED[spec]}")
+    return folder
 
 
 @dataclass
@@ -168,7 +201,8 @@ def load_dataset(spec: str, *, queries: str | None = None, metric: str | None = 
     Parameters
     ----------
     spec : str
-        Folder, ``.hdf5`` file, base vector file (with ``queries``) or ``synthetic[:...]``.
+        Folder, ``.hdf5`` file, base vector file (with ``queries``), ``synthetic[:...]`` or
+        a name in :data:`NAMED` (``sift-1m``).
     queries : str, optional
         Query file when ``spec`` is a single base file.
     metric : {"l2", "ip", "cosine"}, optional
@@ -186,6 +220,7 @@ def load_dataset(spec: str, *, queries: str | None = None, metric: str | None = 
     """
     notes: list[str] = []
     file_metric = None
+    spec = resolve_named(spec)
     if spec.startswith("synthetic"):
         p = _parse_synthetic(spec)
         base, qs = synthetic(p["n"], p["nq"], p["dim"], p["seed"])

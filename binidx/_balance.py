@@ -17,7 +17,8 @@ covers less of the space around them.  After each write batch the index calls
   mean size: its vectors go to their nearest other centroid and the bucket is deleted.
 
 Each batch performs at most ``1 + inserted / mean`` splits (amortised O(1) splits per
-mean-bucket of inserts), largest bucket first; the rest waits for the next batch.  The
+mean-bucket of inserts; none in a batch that only removes), largest bucket first; the
+rest waits for the next batch.  The
 changes are made on fresh arrays and published with the batch (binidx/_snapshot.py), so
 searches running meanwhile see the index before or after, never halfway.
 """
@@ -72,18 +73,20 @@ def rebalance(index: "Index", inserted: int, removed_from: np.ndarray) -> int:
     removed_from = np.unique(removed_from)
     if removed_from.size:
         mean = n_live / buckets.n_lists
-        tiny = removed_from[buckets.sizes[removed_from] < DISSOLVE_FACTOR * mean]
+        tiny = removed_from[buckets.live_sizes()[removed_from] < DISSOLVE_FACTOR * mean]
         # Dissolving renumbers the last bucket: go from the highest number down so the
         # numbers still to visit stay valid.
         for b in sorted(tiny.tolist(), reverse=True):
             if buckets.n_lists > 1 and b < buckets.n_lists:
                 work.dissolve(b)
                 changes += 1
-    budget = 1 + math.ceil(inserted / max(n_live / buckets.n_lists, 1.0))
+    # Splits follow inserts only: a removal-only batch never grows a bucket.
+    budget = 1 + math.ceil(inserted / max(n_live / buckets.n_lists, 1.0)) if inserted else 0
     while budget > 0:
         mean = n_live / buckets.n_lists
-        b = int(np.argmax(buckets.sizes))
-        if buckets.sizes[b] <= SPLIT_FACTOR * mean:
+        sizes = buckets.live_sizes()
+        b = int(np.argmax(sizes))
+        if sizes[b] <= SPLIT_FACTOR * mean:
             break
         work.split(b)
         budget -= 1
@@ -134,6 +137,9 @@ class _Rebalancer:
 
     # ------------------------------------------------------------------ helpers
     def _members(self, b: int) -> np.ndarray:
+        """Slots of the live vectors of bucket b (its tombstones are purged first)."""
+        if self.buckets.dead[b]:
+            self.index._purge_tombstones([b])
         return self.buckets.slots[b][:int(self.buckets.sizes[b])].astype(np.int64)
 
     def _nearest_buckets(self, point: np.ndarray, n: int) -> np.ndarray:
@@ -151,11 +157,13 @@ class _Rebalancer:
         cg = self.centroids[group].copy()
         for _ in range(LOCAL_LLOYD):
             local = _kmeans.assign(x, cg, _kmeans.squared_norms(cg))
-            counts = np.bincount(local, minlength=group.size)
-            sums = np.zeros_like(cg, dtype=np.float64)
-            np.add.at(sums, local, x)
+            # Cluster sums as a (group x n) one-hot product: one BLAS call, where
+            # np.add.at would loop in Python-speed scalar steps.
+            onehot = (local[None, :] == np.arange(group.size)[:, None]).astype(np.float32)
+            counts = onehot.sum(axis=1)
+            sums = onehot @ x
             filled = counts > 0
-            cg[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+            cg[filled] = sums[filled] / counts[filled, None]
         self.centroids[group] = cg
         target = group[_kmeans.assign(x, cg, _kmeans.squared_norms(cg))]
         self._apply_moves(current, target, slots, rebuild=group.tolist())

@@ -25,7 +25,7 @@ class Snapshot:
     """
 
     __slots__ = ("epoch", "n_lists", "centroids_t", "centroid_norms", "centroids_rot",
-                 "code_ptrs", "factor_ptrs", "slot_ptrs", "sizes", "vectors", "slot_ids",
+                 "code_ptrs", "factor_ptrs", "slot_ptrs", "sizes", "vectors", "slot_ids", "death",
                  "n_live", "keepalive")
 
     def __init__(self, epoch: int, **fields) -> None:

@@ -14,6 +14,8 @@ import numpy as np
 
 from ._kernels._idmap import IdMap
 
+# ``VectorStore.death`` of a live slot: later than every write batch.
+LIVE = np.iinfo(np.int64).max
 _MIN_CAPACITY = 16
 _GROWTH = 1.5
 
@@ -61,8 +63,20 @@ class BucketStore:
         # True for arrays allocated during the current write batch: no snapshot has seen
         # them, so they may be changed in place.
         self.fresh = np.zeros(n_lists, bool)
+        # Rows of removed vectors still in each bucket (tombstones, see VectorStore.death).
+        self.dead = np.zeros(n_lists, dtype=np.int64)
+        # The last view(): reused while no table changes (a batch of removals only
+        # adds tombstones, so its snapshot copies nothing).
+        self._view: dict | None = None
         for b in range(n_lists):
             self._refresh_pointers(b)
+
+    def live_sizes(self) -> np.ndarray:
+        return self.sizes - self.dead
+
+    def mark_dead(self, buckets: np.ndarray) -> None:
+        """Count one tombstone in ``buckets[i]`` for each i."""
+        self.dead += np.bincount(buckets, minlength=self.n_lists)
 
     def begin_batch(self) -> None:
         """Start a write batch: every array may now be read by the last snapshot."""
@@ -75,9 +89,12 @@ class BucketStore:
 
     def view(self) -> dict:
         """Private copies of the tables a search reads, and the arrays they point into."""
-        return {"code_ptrs": self.code_ptrs.copy(), "factor_ptrs": self.factor_ptrs.copy(),
+        if self._view is None:
+            self._view = {
+                "code_ptrs": self.code_ptrs.copy(), "factor_ptrs": self.factor_ptrs.copy(),
                 "slot_ptrs": self.slot_ptrs.copy(), "sizes": self.sizes.copy(),
                 "keepalive": (list(self.codes), list(self.factors), list(self.slots))}
+        return self._view
 
     def _track(self, slots: np.ndarray, positions: np.ndarray) -> None:
         if slots.size and int(slots.max()) >= self.slot_pos.shape[0]:
@@ -87,6 +104,7 @@ class BucketStore:
         self.slot_pos[slots] = positions
 
     def _refresh_pointers(self, b: int) -> None:
+        self._view = None
         self.code_ptrs[b] = self.codes[b].ctypes.data
         self.factor_ptrs[b] = self.factors[b].ctypes.data
         self.slot_ptrs[b] = self.slots[b].ctypes.data
@@ -113,6 +131,7 @@ class BucketStore:
     def append(self, labels: np.ndarray, codes: np.ndarray, factors: np.ndarray,
                slots: np.ndarray) -> None:
         """Append rows to the buckets named by ``labels``, keeping their order within a bucket."""
+        self._view = None
         order = np.argsort(labels, kind="stable")
         sorted_labels = labels[order]
         buckets, starts, counts = np.unique(sorted_labels, return_index=True, return_counts=True)
@@ -131,6 +150,7 @@ class BucketStore:
         """
         from ._kernels import _update
 
+        self._view = None
         for b in np.unique(buckets).tolist():
             self._own(b)
         _update.remove_slots(slots.astype(np.int32), buckets.astype(np.int32), self.slot_pos,
@@ -173,6 +193,7 @@ class BucketStore:
         self.factors[b][:fb.shape[0]] = fb
         self.slots[b][:n] = slots
         self.sizes[b] = n
+        self.dead[b] = 0
         self.owned[b] = True
         self.fresh[b] = True
         self._refresh_pointers(b)
@@ -182,6 +203,7 @@ class BucketStore:
         """Append an empty bucket; return its number."""
         self.n_lists += 1
         self.sizes = np.append(self.sizes, 0)
+        self.dead = np.append(self.dead, 0)
         self.owned = np.append(self.owned, True)
         self.fresh = np.append(self.fresh, True)
         for table in ("code_ptrs", "factor_ptrs", "slot_ptrs"):
@@ -195,12 +217,13 @@ class BucketStore:
     def drop_bucket(self, b: int) -> None:
         """Delete bucket b, which must be empty; the last bucket takes its number."""
         if self.sizes[b]:
-            raise ValueError(f"bucket {b} still holds {int(self.sizes[b])} vectors")
+            raise ValueError(f"bucket {b} still holds {int(self.sizes[b])} rows")
+        self._view = None
         last = self.n_lists - 1
         for arrays in (self.codes, self.factors, self.slots):
             arrays[b] = arrays[last]
             arrays.pop()
-        for table in ("sizes", "owned", "fresh", "code_ptrs", "factor_ptrs", "slot_ptrs"):
+        for table in ("sizes", "dead", "owned", "fresh", "code_ptrs", "factor_ptrs", "slot_ptrs"):
             values = getattr(self, table)
             values[b] = values[last]
             setattr(self, table, values[:last].copy())
@@ -246,7 +269,10 @@ class BucketStore:
 
     def export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Concatenate the buckets' used blocks: sizes, codes (blocks, n_words, 8),
-        factors (blocks, 2, 8), and the slots of the live vectors in bucket order."""
+        factors (blocks, 2, 8), and the slots of the live vectors in bucket order.
+        The buckets must hold no tombstones (the index purges them first)."""
+        if self.dead.any():
+            raise RuntimeError("export() needs buckets without tombstones; purge them first")
         sizes = self.sizes.copy()
         used = n_blocks(sizes)
         codes = np.concatenate([self.codes[b][:used[b]] for b in range(self.n_lists)])
@@ -279,6 +305,11 @@ class VectorStore:
         self.vectors = np.zeros((0, dim), np.float32)
         self.slot_ids = np.zeros(0, np.int64)
         self.slot_buckets = np.zeros(0, np.int32)
+        # Write batch that removed the vector in each slot, LIVE while it is in the index.
+        # A search reading the snapshot of batch e treats a slot as removed when
+        # death <= e, so a removal needs no change to the buckets it leaves behind (a
+        # tombstone, purged later in bulk) and searches of older snapshots still see it.
+        self.death = np.zeros(0, np.int64)
         self.high_water = 0
         self.n_live = 0
         self.free: list[int] = []
@@ -294,6 +325,7 @@ class VectorStore:
         holds ``vectors[i]`` with id ``slot_ids[i]``, or is free when that id is -1."""
         store = cls(vectors.shape[1])
         store.vectors, store.slot_ids, store.slot_buckets = vectors, slot_ids, slot_buckets
+        store.death = np.full(vectors.shape[0], LIVE, np.int64)
         store.high_water = vectors.shape[0]
         free = np.flatnonzero(slot_ids < 0)
         store.free = free.tolist()
@@ -311,17 +343,20 @@ class VectorStore:
     def __len__(self) -> int:
         return self.n_live
 
+    def _live_mask(self) -> np.ndarray:
+        hw = self.high_water
+        return (self.slot_buckets[:hw] >= 0) & (self.death[:hw] == LIVE)
+
     def live_slots(self) -> np.ndarray:
-        return np.flatnonzero(self.slot_buckets[:self.high_water] >= 0)
+        return np.flatnonzero(self._live_mask())
 
     def live_slot_ids(self) -> np.ndarray:
         """``slot_ids[:high_water]`` with -1 for every slot not holding a live vector."""
-        hw = self.high_water
-        return np.where(self.slot_buckets[:hw] >= 0, self.slot_ids[:hw], -1)
+        return np.where(self._live_mask(), self.slot_ids[:self.high_water], -1)
 
     def max_id(self) -> int:
         """Largest live id, -1 when empty."""
-        live = self.slot_ids[:self.high_water][self.slot_buckets[:self.high_water] >= 0]
+        live = self.slot_ids[:self.high_water][self._live_mask()]
         return int(live.max()) if live.size else -1
 
     def ids(self) -> np.ndarray:
@@ -352,7 +387,10 @@ class VectorStore:
         slot_ids[:hw] = self.slot_ids[:hw]
         slot_buckets = np.full(capacity, -1, np.int32)
         slot_buckets[:hw] = self.slot_buckets[:hw]
+        death = np.full(capacity, LIVE, np.int64)
+        death[:hw] = self.death[:hw]
         self.vectors, self.slot_ids, self.slot_buckets = vectors, slot_ids, slot_buckets
+        self.death = death
 
     def allocate(self, n: int) -> np.ndarray:
         """Return ``n`` free slots (reused ones first), growing the arrays if needed."""
@@ -370,6 +408,7 @@ class VectorStore:
         self.vectors[slots] = vectors
         self.slot_ids[slots] = ids
         self.slot_buckets[slots] = buckets
+        self.death[slots] = LIVE
         id_map.insert(_int64(ids), _int64(slots))
         self.n_live += slots.shape[0]
 
@@ -384,9 +423,15 @@ class VectorStore:
         return self.id_map.lookup(ids)
 
     def release(self, slots: np.ndarray, batch: int) -> None:
-        """Forget the vectors in ``slots`` (released by write batch ``batch``)."""
+        """Remove the vectors in ``slots`` in write batch ``batch``: their ids are
+        forgotten and their bucket rows become tombstones (see :meth:`forget`)."""
         self.id_map.remove(_int64(self.slot_ids[slots]))
         self.n_live -= slots.shape[0]
+        self.death[slots] = batch
+
+    def forget(self, slots: np.ndarray, batch: int) -> None:
+        """The tombstones of ``slots`` left their buckets in write batch ``batch``: the
+        slots become reusable once no search reads a snapshot older than it."""
         self.slot_buckets[slots] = -1
         self.pending.append((batch, np.array(slots, np.int64)))
 
@@ -410,7 +455,7 @@ class VectorStore:
         capacity = self.vectors.shape[0]
         if capacity <= 4096 or 2 * self.n_live >= capacity:
             return None
-        live = self.slot_buckets[:self.high_water] >= 0
+        live = self._live_mask()
         old = np.flatnonzero(live[self.n_live:]) + self.n_live
         new = np.flatnonzero(~live[:self.n_live])
         return old, new
@@ -422,11 +467,14 @@ class VectorStore:
         and every slot's pending release is settled by the move."""
         n = self.n_live
         vectors, slot_ids, slot_buckets = self.vectors, self.slot_ids, self.slot_buckets
+        if int(np.count_nonzero(slot_buckets[:self.high_water] >= 0)) != n:
+            raise RuntimeError("compact() needs buckets without tombstones; purge them first")
         self.high_water = n
         self._reallocate(max(int(n * 1.25), 1024))
         self.vectors[new] = vectors[old]
         self.slot_ids[new] = slot_ids[old]
         self.slot_buckets[new] = slot_buckets[old]
+        self.death[new] = LIVE
         if self._id_map is not None:
             self._id_map.update(_int64(slot_ids[old]), _int64(new))
         self.free = []
@@ -434,7 +482,8 @@ class VectorStore:
 
     def nbytes(self) -> int:
         id_map = self._id_map.nbytes if self._id_map is not None else 0
-        return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_buckets.nbytes + id_map)
+        return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_buckets.nbytes
+                   + self.death.nbytes + id_map)
 
 
 def _int64(a: np.ndarray) -> np.ndarray:

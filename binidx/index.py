@@ -17,7 +17,7 @@ from ._exact import SearchResult, normalize_rows
 from ._kernels import _search
 from ._labels import LabelStore, as_labels
 from ._snapshot import ReaderRegistry, Snapshot
-from ._storage import BucketStore, VectorStore
+from ._storage import LIVE, BucketStore, VectorStore
 from ._validation import (
     as_float32_matrix,
     as_ids,
@@ -342,21 +342,43 @@ class Index:
             return self._remove_slots(slots[slots >= 0])
 
     def _remove_slots(self, slots: np.ndarray) -> int:
+        """O(1) per vector: forget the id and leave a tombstone in its bucket (searches
+        skip it); :meth:`_purge_tombstones` clears tombstones in bulk."""
         if slots.size:
             buckets = self._store.slot_buckets[slots]
-            self._buckets.remove(buckets, slots.astype(np.int32))
+            self._buckets.mark_dead(buckets)
             self._batch_removed_from.append(buckets)
             self._labels.release(slots)
             self._store.release(slots, self._batch)
-            self._compact_if_sparse()
         return int(slots.size)
+
+    def _purge_tombstones(self, buckets=None) -> None:
+        """Remove the tombstones of these buckets (default: every bucket holding more
+        tombstones than a quarter of its rows, so each purge is paid for by as many
+        removals as it moves rows; amortised O(1) per removal)."""
+        b = self._buckets
+        if buckets is None:
+            buckets = np.flatnonzero(b.dead * 4 > b.sizes)
+        buckets = [int(i) for i in buckets if b.dead[i]]
+        if not buckets:
+            return
+        death = self._store.death
+        dead_slots = []
+        for i in buckets:
+            rows = b.slots[i][:int(b.sizes[i])]
+            dead_slots.append(rows[death[rows] != LIVE])
+        slots = np.concatenate(dead_slots)
+        owners = np.repeat(np.asarray(buckets, np.int32), [d.size for d in dead_slots])
+        b.remove(owners, slots.astype(np.int32))
+        b.dead[buckets] = 0
+        self._store.forget(slots.astype(np.int64), self._batch)
 
     def _compact_if_sparse(self) -> None:
         """Give float-vector memory back once fewer than half the slots are in use."""
-        plan = self._store.compaction_plan()
-        if plan is None:
+        if self._store.compaction_plan() is None:
             return
-        old, new = plan
+        self._purge_tombstones(np.flatnonzero(self._buckets.dead))
+        old, new = self._store.compaction_plan()
         self._buckets.move_slots(old, new, self._store.slot_buckets[old])
         labels = self._labels.slot_labels
         self._store.compact(old, new)
@@ -459,7 +481,7 @@ class Index:
         """Number of vectors in each bucket, as an int64 array of shape (n_lists,)."""
         self._require_trained("count bucket sizes")
         with self._write_mutex:
-            return self._buckets.sizes.copy()
+            return self._buckets.live_sizes()
 
     def reserve(self, n: int) -> None:
         """Allocate room for ``n`` more vectors at once.
@@ -535,7 +557,7 @@ class Index:
             0 if self._metric == "l2" else 1,
             snap.centroids_t, snap.centroid_norms, snap.centroids_rot, self._projection_t,
             snap.code_ptrs, snap.factor_ptrs, snap.slot_ptrs, snap.sizes,
-            snap.vectors, snap.slot_ids, distances, ids, mask,
+            snap.vectors, snap.slot_ids, distances, ids, mask, snap.death, snap.epoch,
         )
 
     def _search_exact(self, snap: Snapshot, q, k, n_threads, distances, ids, subset) -> None:
@@ -714,7 +736,8 @@ class Index:
                   "balance": self.balance}
         arrays: dict[str, np.ndarray] = {}
         if self.is_trained:
-            with self._write_mutex:
+            with self._write_batch():
+                self._purge_tombstones(np.flatnonzero(self._buckets.dead))
                 sizes, codes, factors, list_slots = self._buckets.export()
                 hw = self._store.high_water
                 params["scale"] = self._scale
@@ -771,6 +794,9 @@ class Index:
             self._batch_inserted, self._batch_removed_from = 0, []
             try:
                 yield
+                if self._buckets is not None and self._batch_removed_from:
+                    self._purge_tombstones()
+                    self._compact_if_sparse()
                 if self.balance and (self._batch_inserted or self._batch_removed_from):
                     from . import _balance
 
@@ -788,7 +814,8 @@ class Index:
         self._readers.publish(Snapshot(
             self._epoch, n_lists=self._centroids.shape[0], centroids_t=self._centroids_t,
             centroid_norms=self._centroid_norms, centroids_rot=self._centroids_rot,
-            vectors=self._store.vectors, slot_ids=self._store.slot_ids, n_live=len(self._store),
+            vectors=self._store.vectors, slot_ids=self._store.slot_ids, death=self._store.death,
+            n_live=len(self._store),
             **self._buckets.view()))
 
     def _require_trained(self, action: str) -> None:

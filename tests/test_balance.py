@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import binidx
 from binidx import _balance, _codes
 from binidx._reference import neighbour_mismatch
+from binidx._storage import LIVE
 
 DIM = 8
 
@@ -26,14 +27,17 @@ def clusters(n, centers, rng):
 
 def check_invariants(index):
     """Every live slot sits in one bucket, the one ``slot_buckets`` names, at the
-    position ``slot_pos`` names, with the code and factors of its residual there."""
+    position ``slot_pos`` names, with the code and factors of its residual there; each
+    bucket's tombstones (rows of removed vectors) are counted in ``dead``."""
     b, s = index._buckets, index._store
     assert b.n_lists == index._centroids.shape[0] == index.n_lists
     seen = []
     for bucket in range(b.n_lists):
         size = int(b.sizes[bucket])
         slots = b.slots[bucket][:size].astype(np.int64)
-        seen.append(slots)
+        removed = s.death[slots] != LIVE
+        assert np.count_nonzero(removed) == b.dead[bucket]
+        seen.append(slots[~removed])
         assert np.all(s.slot_buckets[slots] == bucket)
         assert np.array_equal(b.slot_pos[slots], np.arange(size))
         codes, factors, _ = b._read_rows(bucket)

@@ -143,14 +143,39 @@ def test_freed_slots_are_reused_only_after_readers_leave():
     index.add(x)
     snap = index._readers.enter()  # a search in progress on the current state
     try:
-        index.remove(np.arange(100))
+        # Removing 60% leaves more tombstones than a quarter of every bucket: they are
+        # purged and their slots wait for the old snapshot's readers.
+        index.remove(np.arange(300))
+        assert index._buckets.dead.sum() == 0 and len(index._store.pending) == 1
         index.add(rng.standard_normal((100, DIM)).astype(np.float32), np.arange(1000, 1100))
-        # The old snapshot's slots 0..99 still hold ids 0..99 and their vectors.
-        slots = np.flatnonzero(np.isin(snap.slot_ids, np.arange(100)))
-        assert slots.size == 100
+        assert index._store.high_water == 600  # no freed slot was reused
+        # The old snapshot's slots still hold ids 0..299 and their vectors.
+        slots = np.flatnonzero(np.isin(snap.slot_ids, np.arange(300)))
+        assert slots.size == 300
         np.testing.assert_array_equal(snap.vectors[slots], x[snap.slot_ids[slots]])
     finally:
         index._readers.leave(snap)
-    index.add(rng.standard_normal((100, DIM)).astype(np.float32), np.arange(2000, 2100))
-    assert index._store.high_water == 600  # the 100 freed slots were taken by this add
+    index.add(rng.standard_normal((300, DIM)).astype(np.float32), np.arange(2000, 2300))
+    assert index._store.high_water == 600  # the 300 freed slots were taken by this add
     assert len(index) == 600
+
+
+def test_a_search_on_an_older_snapshot_still_sees_removed_vectors():
+    """Tombstones are per snapshot: a search that started before a removal finds the
+    removed vectors, one that starts after it does not."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, DIM)).astype(np.float32)
+    index = binidx.Index(DIM, n_lists=4).train(x)
+    index.add(x)
+    snap = index._readers.enter()
+    try:
+        index.remove(np.arange(10))  # few: they stay in their buckets as tombstones
+        assert index._buckets.dead.sum() == 10
+        d = np.empty((10, 1), np.float32)
+        i = np.empty((10, 1), np.int64)
+        index._search_ivf(snap, x[:10], 1, 4, 400, 1, d, i, None)
+        assert np.array_equal(i[:, 0], np.arange(10))
+    finally:
+        index._readers.leave(snap)
+    found = index.search(x[:10], k=1, n_probe=4, n_rerank=400).ids[:, 0]
+    assert not np.isin(found, np.arange(10)).any()

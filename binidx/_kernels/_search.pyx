@@ -25,9 +25,9 @@ cdef extern from "simd_kernels.h" namespace "binidx":
                              const ScanConsts*, float*) noexcept nogil
     ctypedef float (*dist_fn)(const float*, const float*, int64_t) noexcept nogil
 
-    ctypedef struct Candidate:
-        float key
-        int32_t slot
+    ctypedef uint64_t Candidate
+    float candidate_key(Candidate c) nogil
+    int32_t candidate_slot(Candidate c) nogil
 
     ctypedef struct AdmitTarget:
         Candidate* out
@@ -246,23 +246,30 @@ def scan_admit(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
     next_block)``: the admitted estimates and their slots in scan order, and the block
     the scan stopped before.
     """
-    cands = np.zeros((cap + BLOCK, 2), dtype=np.int32)
-    cdef int32_t[:, ::1] cv = cands
+    cands = np.zeros(cap + BLOCK, dtype=np.uint64)
+    cdef uint64_t[::1] cv = cands
     cdef ScanConsts c
     c.c1 = c1; c.c2 = c2; c.sum_w = sum_w; c.alpha = alpha; c.beta = beta; c.gamma = gamma
     cdef AdmitTarget t
-    t.out = <Candidate*> &cv[0, 0]
+    t.out = <Candidate*> &cv[0]
     t.m = 0
     t.cap = cap
     t.threshold = threshold
     t.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
     cdef Kernels K = kernels_for_path(_active_path)
-    cdef int64_t next_block = 0
+    cdef int64_t next_block = 0, i
     if n > 0:
         with nogil:
             next_block = K.scan_admit(&codes[0, 0, 0], &factors[0, 0, 0], &slots[0], n,
                                       first_block, <int>codes.shape[1], &planes[0, 0], &c, &t)
-    return cands[:t.m, 0].view(np.float32), cands[:t.m, 1].copy(), next_block
+    keys = np.empty(t.m, dtype=np.float32)
+    out_slots = np.empty(t.m, dtype=np.int32)
+    cdef float[::1] kv = keys
+    cdef int32_t[::1] sv = out_slots
+    for i in range(t.m):
+        kv[i] = candidate_key(cv[i])
+        sv[i] = candidate_slot(cv[i])
+    return keys, out_slots, next_block
 
 
 def pairwise(const float[:, ::1] a, const float[:, ::1] b, int metric):

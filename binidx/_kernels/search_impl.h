@@ -41,20 +41,12 @@ struct IndexView {
     const uint8_t* allowed;          // (capacity,) 0/1 per slot, or null: no filter
 };
 
-// Comparators are function objects, not functions: std::nth_element / partial_sort then
-// inline them (a function pointer cost ~3x in the coarse selection).
-struct CandidateLess {
-    bool operator()(const Candidate& a, const Candidate& b) const {
-        return a.key < b.key || (a.key == b.key && a.slot < b.slot);
-    }
-};
-static const CandidateLess candidate_less{};
-
 struct Result {
     float key;
     int64_t id;
 };
 
+// A function object, not a function: std::partial_sort then inlines it.
 struct ResultLess {
     bool operator()(const Result& a, const Result& b) const {
         return a.key < b.key || (a.key == b.key && a.id < b.id);
@@ -64,7 +56,7 @@ static const ResultLess result_less{};
 
 // Per-thread scratch space, reused across the queries a thread handles.
 struct Workspace {
-    std::vector<Candidate> coarse;
+    std::vector<Candidate> coarse;  // (coarse key, bucket)
     std::vector<float> dots, qrot, w;
     std::vector<uint64_t> planes;
     std::vector<Candidate> cands;
@@ -92,13 +84,13 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     for (int64_t c = 0; c < v.n_lists; ++c) {
         const float key = l2 ? std::max(0.0f, qnorm + v.centroid_norms[c] - 2.0f * ws.dots[(size_t)c])
                              : -ws.dots[(size_t)c];
-        ws.coarse[(size_t)c] = Candidate{key, (int32_t)c};
+        ws.dots[(size_t)c] = key;  // kept for the estimator constants of the bucket
+        ws.coarse[(size_t)c] = make_candidate(key, (int32_t)c);
     }
     const int64_t np = std::min<int64_t>(n_probe, v.n_lists);
     if (np < v.n_lists)
-        std::nth_element(ws.coarse.begin(), ws.coarse.begin() + np, ws.coarse.end(),
-                         candidate_less);
-    std::sort(ws.coarse.begin(), ws.coarse.begin() + np, candidate_less);
+        std::nth_element(ws.coarse.begin(), ws.coarse.begin() + np, ws.coarse.end());
+    std::sort(ws.coarse.begin(), ws.coarse.begin() + np);
 
     // 2. Rotate the query once: qrot = P q.
     K.matvec_t(v.projection_t, q, dim, v.n_bits, ws.qrot.data());
@@ -126,7 +118,7 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     //    scanned, the first PREFETCH_BLOCKS blocks of the next one are prefetched (the
     //    scan prefetches the rest, that far ahead), so its first misses overlap.
     auto prefetch_bucket = [&](int64_t p) {
-        const int32_t b = ws.coarse[(size_t)p].slot;
+        const int32_t b = candidate_slot(ws.coarse[(size_t)p]);
         const int64_t blocks = std::min<int64_t>(PREFETCH_BLOCKS, (v.sizes[b] + BLOCK - 1) / BLOCK);
         const char* codes = (const char*)v.codes[b];
         const char* factors = (const char*)v.factors[b];
@@ -143,7 +135,7 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     if (np > 0) prefetch_bucket(0);
     for (int64_t p = 0; p < np; ++p) {
         if (p + 1 < np) prefetch_bucket(p + 1);
-        const int32_t b = ws.coarse[(size_t)p].slot;
+        const int32_t b = candidate_slot(ws.coarse[(size_t)p]);
         const int64_t size = v.sizes[b];
         if (size == 0) continue;
         if (l2) {
@@ -151,10 +143,10 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
             K.quantize(ws.qrot.data(), cr, ws.w.data(), v.n_bits, v.n_words, ws.planes.data(),
                        &consts);
             consts.alpha = -2.0f;
-            consts.beta = ws.coarse[(size_t)p].key;  // ||q - c||^2
+            consts.beta = ws.dots[(size_t)b];  // ||q - c||^2
             consts.gamma = 1.0f;
         } else {
-            consts.beta = ws.coarse[(size_t)p].key;  // -<q, c>
+            consts.beta = ws.dots[(size_t)b];  // -<q, c>
         }
         const int64_t n_blocks = (size + BLOCK - 1) / BLOCK;
         for (int64_t blk = 0; blk < n_blocks;) {
@@ -162,8 +154,8 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
                                ws.planes.data(), &consts, &admit);
             if (admit.m >= admit.cap) {
                 std::nth_element(ws.cands.begin(), ws.cands.begin() + (keep - 1),
-                                 ws.cands.begin() + admit.m, candidate_less);
-                admit.threshold = ws.cands[(size_t)(keep - 1)].key;
+                                 ws.cands.begin() + admit.m);
+                admit.threshold = candidate_key(ws.cands[(size_t)(keep - 1)]);
                 admit.m = keep;
             }
         }
@@ -173,21 +165,21 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     // 4. Keep the n_rerank best estimates.
     int64_t r = std::min(keep, m);
     if (r < m)
-        std::nth_element(ws.cands.begin(), ws.cands.begin() + r, ws.cands.begin() + m,
-                         candidate_less);
+        std::nth_element(ws.cands.begin(), ws.cands.begin() + r, ws.cands.begin() + m);
 
     // 5. Exact rerank with the float vectors, prefetched `ahead` candidates in advance so
     //    that many cache misses are in flight at once.
     ws.results.resize((size_t)r);
     const int64_t ahead = 8;
     auto prefetch = [&](int64_t i) {
-        const float* p = v.vectors + (int64_t)ws.cands[(size_t)i].slot * dim;
+        const int32_t s = candidate_slot(ws.cands[(size_t)i]);
+        const float* p = v.vectors + (int64_t)s * dim;
         for (int64_t off = 0; off < dim; off += 16) __builtin_prefetch(p + off);
     };
     for (int64_t i = 0; i < std::min(ahead, r); ++i) prefetch(i);
     for (int64_t i = 0; i < r; ++i) {
         if (i + ahead < r) prefetch(i + ahead);
-        const int32_t s = ws.cands[(size_t)i].slot;
+        const int32_t s = candidate_slot(ws.cands[(size_t)i]);
         const float* vec = v.vectors + (int64_t)s * dim;
         const float key = l2 ? K.l2(q, vec, dim) : -K.dot(q, vec, dim);
         ws.results[(size_t)i] = Result{key, v.slot_ids[s]};

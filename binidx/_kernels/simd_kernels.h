@@ -34,11 +34,39 @@ struct ScanConsts {
     float gamma;
 };
 
-// One entry of the candidate buffer of a search: an estimate and the vector's slot.
-struct Candidate {
-    float key;     // smaller is better (estimated squared l2, or -inner product)
-    int32_t slot;
-};
+// One entry of the candidate buffer of a search: an estimate and the vector's slot,
+// packed into one integer whose order is the order by (estimate, slot):
+//   high 32 bits: order_bits(estimate), low 32 bits: slot (>= 0).
+// Selecting among integers costs a quarter of selecting among {float, int} structs
+// compared field by field (320 entries: 0.8 us instead of 3.5 us, branchy float
+// compares and tie tests mispredict).
+typedef uint64_t Candidate;
+
+// Monotone map of a float to uint32 (x < y iff order_bits(x) < order_bits(y), for all
+// non-NaN floats); -0 is first made +0, so equal floats map to equal keys.
+static inline __attribute__((always_inline)) uint32_t order_bits(float x) {
+    x += 0.0f;  // -0 + +0 = +0
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
+}
+
+static inline __attribute__((always_inline)) float order_value(uint32_t k) {
+    const uint32_t u = k ^ ((k & 0x80000000u) ? 0x80000000u : 0xFFFFFFFFu);
+    float x;
+    std::memcpy(&x, &u, 4);
+    return x;
+}
+
+static inline __attribute__((always_inline)) Candidate make_candidate(float key, int32_t slot) {
+    return ((uint64_t)order_bits(key) << 32) | (uint32_t)slot;
+}
+static inline __attribute__((always_inline)) float candidate_key(Candidate c) {
+    return order_value((uint32_t)(c >> 32));
+}
+static inline __attribute__((always_inline)) int32_t candidate_slot(Candidate c) {
+    return (int32_t)(uint32_t)c;
+}
 
 // Admission of a bucket's estimates into the candidate buffer (see scan_admit below).
 struct AdmitTarget {
@@ -147,7 +175,7 @@ static inline __attribute__((always_inline)) int64_t scan_admit_scalar_body(
         for (int lane = 0; lane < lanes; ++lane) {
             const int32_t s = slots[blk * BLOCK + lane];
             if (est[lane] <= threshold && (t->allowed == nullptr || t->allowed[s]))
-                out[m++] = Candidate{est[lane], s};
+                out[m++] = make_candidate(est[lane], s);
         }
         if (m >= t->cap) {
             t->m = m;
@@ -384,7 +412,7 @@ __attribute__((target(BINIDX_AVX512_TARGET))) static void scan_avx512(
 
 // scan_admit_scalar_body with the admission test in registers: one compare gives the mask
 // of admitted lanes, and the (estimate, position in the bucket) pairs of those lanes are
-// packed into 64-bit Candidates and compressed into the buffer.  Positions become slots
+// packed into Candidates (order_bits in 8 lanes at once) and compressed into the buffer.  Positions become slots
 // only for the admitted few, at the end: the hot loop reads two streams (codes, factors),
 // not three, and nothing in it waits for the compare.  The compress goes to a register
 // and the full 64 bytes are stored (the buffer has BLOCK entries of slack): the memory
@@ -398,8 +426,10 @@ int64_t scan_admit_avx512_body(const uint64_t* codes, const float* factors, cons
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
     const ScanConsts256 k = broadcast_consts(c);
     const __m256 threshold = _mm256_set1_ps(t->threshold);
-    // Interleaves 8 estimates (dwords 0-7) and 8 positions (dwords 8-15) into Candidates.
-    const __m512i interleave = _mm512_set_epi32(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+    // Interleaves 8 order keys (dwords 0-7) and 8 positions (dwords 8-15) into Candidates:
+    // position in the low dword, key in the high one.
+    const __m512i interleave = _mm512_set_epi32(7, 15, 6, 14, 5, 13, 4, 12, 3, 11, 2, 10, 1, 9, 0, 8);
+    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
     const __m256i eight = _mm256_set1_epi32(BLOCK);
     __m256i pos = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(first_block * BLOCK)),
                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -428,8 +458,11 @@ int64_t scan_admit_avx512_body(const uint64_t* codes, const float* factors, cons
                 if (!t->allowed[slots[blk * BLOCK + lane]]) admit &= (__mmask8)~(1u << lane);
             }
         }
+        // order_bits of the 8 estimates.
+        const __m256i bits = _mm256_castps_si256(_mm256_add_ps(est, _mm256_setzero_ps()));
+        const __m256i keys = _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign));
         const __m512i pairs = _mm512_permutexvar_epi32(
-            interleave, _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(est)), pos, 1));
+            interleave, _mm512_inserti64x4(_mm512_castsi256_si512(keys), pos, 1));
         _mm512_storeu_si512((void*)(out + m), _mm512_maskz_compress_epi64(admit, pairs));
         pos = _mm256_add_epi32(pos, eight);
         m += __builtin_popcount((unsigned)admit);
@@ -438,7 +471,8 @@ int64_t scan_admit_avx512_body(const uint64_t* codes, const float* factors, cons
             break;
         }
     }
-    for (int64_t i = m0; i < m; ++i) out[i].slot = slots[out[i].slot];
+    for (int64_t i = m0; i < m; ++i)
+        out[i] = (out[i] & 0xFFFFFFFF00000000ull) | (uint32_t)slots[(uint32_t)out[i]];
     t->m = m;
     return blk;
 }

@@ -35,6 +35,8 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         int64_t cap
         float threshold
         const uint8_t* allowed
+        const int64_t* death
+        int64_t epoch
 
     ctypedef int64_t (*scan_admit_fn)(const uint64_t*, const float*, const int32_t*, int64_t,
                                       int64_t, int, const uint64_t*, const ScanConsts*,
@@ -52,6 +54,12 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         const char* name
 
     int BLOCK
+    ctypedef uint64_t (*read_stream_fn)(const uint64_t*, int64_t) noexcept nogil
+    ctypedef float (*gather_sum_fn)(const float*, int64_t, const int32_t*, int64_t,
+                                    int64_t) noexcept nogil
+    read_stream_fn read_stream_for_path(int path) nogil
+    gather_sum_fn gather_sum_for_path(int path) nogil
+    Candidate make_candidate(float key, int32_t slot) nogil
     int best_supported_path() nogil
     Kernels kernels_for_path(int path) nogil
 
@@ -74,7 +82,17 @@ cdef extern from "search_impl.h" namespace "binidx":
         const float* vectors
         const int64_t* slot_ids
         const uint8_t* allowed
+        const int64_t* death
+        int64_t epoch
 
+    ctypedef struct Result:
+        float key
+        int64_t id
+
+    void prefetch_bucket_start(const uint64_t* codes, const float* factors,
+                               const int32_t* slots, int64_t size, int n_words) nogil
+    void rerank(const IndexView& v, const Kernels& K, const float* q, const Candidate* cands,
+                int64_t r, Result* out) nogil
     void search_batch(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
                       int n_probe, int64_t n_rerank, int k, int n_threads, float* out_d,
                       int64_t* out_i) nogil
@@ -142,13 +160,17 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
            const uintptr_t[::1] code_ptrs,
            const uintptr_t[::1] factor_ptrs, const uintptr_t[::1] slot_ptrs,
            const int64_t[::1] sizes, const float[:, ::1] vectors, const int64_t[::1] slot_ids,
-           float[:, ::1] out_d, int64_t[:, ::1] out_i, const uint8_t[::1] allowed=None):
+           float[:, ::1] out_d, int64_t[:, ::1] out_i, const uint8_t[::1] allowed=None,
+           const int64_t[::1] death=None, int64_t epoch=0):
     """Search a batch of queries; results are written into ``out_d`` / ``out_i``.
 
     ``allowed`` (one byte per slot) restricts the candidates to slots marked 1.
+    ``death`` (one write batch per slot) hides the slots removed at or before ``epoch``.
     """
     cdef IndexView v
     v.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
+    v.death = &death[0] if death is not None and death.shape[0] > 0 else NULL
+    v.epoch = epoch
     v.dim = queries.shape[1]
     v.n_bits = projection_t.shape[1]
     v.n_words = <int>((v.n_bits + 63) // 64)
@@ -178,6 +200,8 @@ def search_exact_subset(const float[:, ::1] queries, int k, int n_threads, int m
                         const int64_t[::1] slot_ids, float[:, ::1] out_d, int64_t[:, ::1] out_i):
     """Exact top k of each query among the vectors of ``subset`` (slots)."""
     cdef IndexView v
+    v.allowed = NULL
+    v.death = NULL
     v.dim = queries.shape[1]
     v.metric = metric
     v.vectors = &vectors[0, 0] if vectors.shape[0] > 0 else NULL
@@ -256,6 +280,8 @@ def scan_admit(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
     t.cap = cap
     t.threshold = threshold
     t.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
+    t.death = NULL
+    t.epoch = 0
     cdef Kernels K = kernels_for_path(_active_path)
     cdef int64_t next_block = 0, i
     if n > 0:
@@ -282,3 +308,96 @@ def pairwise(const float[:, ::1] a, const float[:, ::1] b, int metric):
         for i in range(n):
             ov[i] = K.l2(&a[i, 0], &b[i, 0], d) if metric == 0 else K.dot(&a[i, 0], &b[i, 0], d)
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# Parts of the search and machine bounds, for benchmarks/micro/kernel_limits.py.
+
+def read_stream(const uint64_t[::1] words):
+    """XOR of all ``words`` (length a multiple of 32), read in order: times a streaming read."""
+    cdef read_stream_fn f = read_stream_for_path(_active_path)
+    cdef uint64_t x
+    with nogil:
+        x = f(&words[0], words.shape[0])
+    return x
+
+
+def gather_sum(const float[:, ::1] vectors, const int32_t[::1] rows, int64_t ahead):
+    """Sum of the given rows (dim a multiple of 16), each prefetched ``ahead`` rows before
+    it is read: the memory floor of a rerank over the same rows."""
+    cdef gather_sum_fn f = gather_sum_for_path(_active_path)
+    cdef float x
+    with nogil:
+        x = f(&vectors[0, 0], vectors.shape[1], &rows[0], rows.shape[0], ahead)
+    return x
+
+
+def rerank_rows(const float[:, ::1] queries, const float[:, ::1] vectors,
+                const int64_t[::1] slot_ids, const int32_t[:, ::1] rows, int metric):
+    """The search's rerank step alone: exact keys and ids of ``rows[i]`` for query i."""
+    cdef int64_t nq = rows.shape[0], r = rows.shape[1], i, j
+    keys = np.empty((nq, r), dtype=np.float32)
+    ids = np.empty((nq, r), dtype=np.int64)
+    cdef float[:, ::1] kv = keys
+    cdef int64_t[:, ::1] iv = ids
+    cdef IndexView v
+    v.dim = vectors.shape[1]
+    v.metric = metric
+    v.vectors = &vectors[0, 0]
+    v.slot_ids = &slot_ids[0]
+    cdef Kernels K = kernels_for_path(_active_path)
+    cands = np.empty(r, dtype=np.uint64)
+    results = np.empty(r, dtype=[("key", np.float32), ("pad", np.int32), ("id", np.int64)])
+    cdef uint64_t[::1] cv = cands
+    cdef Result* res = <Result*> cnp.PyArray_DATA(results)
+    with nogil:
+        for i in range(nq):
+            for j in range(r):
+                cv[j] = make_candidate(0.0, rows[i, j])
+            rerank(v, K, &queries[i, 0], &cv[0], r, res)
+            for j in range(r):
+                kv[i, j] = res[j].key
+                iv[i, j] = res[j].id
+    return keys, ids
+
+
+def scan_buckets(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
+                 const int32_t[::1] slots, const int64_t[::1] first_blocks,
+                 const int64_t[::1] sizes, const int32_t[::1] order,
+                 const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,
+                 float beta, float gamma, float threshold, int64_t cap):
+    """Scan buckets in the given order as the search does (fused scan + admission, the
+    next bucket's start prefetched), with a fixed threshold; the buffer is emptied when
+    full.  Bucket b is ``sizes[b]`` codes from block ``first_blocks[b]`` of the arrays.
+    Returns the number of admitted candidates."""
+    cdef ScanConsts c
+    c.c1 = c1; c.c2 = c2; c.sum_w = sum_w; c.alpha = alpha; c.beta = beta; c.gamma = gamma
+    cands = np.empty(cap + BLOCK, dtype=np.uint64)
+    cdef uint64_t[::1] cv = cands
+    cdef AdmitTarget t
+    t.out = <Candidate*> &cv[0]
+    t.m = 0
+    t.cap = cap
+    t.threshold = threshold
+    t.allowed = NULL
+    cdef Kernels K = kernels_for_path(_active_path)
+    cdef int n_words = <int>codes.shape[1]
+    cdef int64_t p, b, nxt, blk, n_blocks, admitted = 0, n = order.shape[0]
+    with nogil:
+        for p in range(n):
+            b = order[p]
+            if p + 1 < n:
+                nxt = order[p + 1]
+                prefetch_bucket_start(&codes[first_blocks[nxt], 0, 0],
+                                      &factors[first_blocks[nxt], 0, 0],
+                                      &slots[first_blocks[nxt] * BLOCK], sizes[nxt], n_words)
+            n_blocks = (sizes[b] + BLOCK - 1) // BLOCK
+            blk = 0
+            while blk < n_blocks:
+                blk = K.scan_admit(&codes[first_blocks[b], 0, 0], &factors[first_blocks[b], 0, 0],
+                                   &slots[first_blocks[b] * BLOCK], sizes[b], blk, n_words,
+                                   &planes[0, 0], &c, &t)
+                if t.m >= t.cap:
+                    admitted += t.m
+                    t.m = 0
+    return admitted + t.m

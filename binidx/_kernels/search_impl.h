@@ -39,6 +39,8 @@ struct IndexView {
     const float* vectors;            // (capacity, dim), indexed by slot
     const int64_t* slot_ids;         // (capacity,), external id of each slot
     const uint8_t* allowed;          // (capacity,) 0/1 per slot, or null: no filter
+    const int64_t* death;            // (capacity,) write batch that removed the slot, or null
+    int64_t epoch;                   // the snapshot's batch: slots with death <= epoch are gone
 };
 
 struct Result {
@@ -70,6 +72,42 @@ struct Workspace {
         planes.resize(4 * (size_t)v.n_words);
     }
 };
+
+// Prefetch the first PREFETCH_BLOCKS blocks of a bucket (codes, factors, slots); the scan
+// prefetches the rest, that far ahead.
+static inline void prefetch_bucket_start(const uint64_t* codes, const float* factors,
+                                         const int32_t* slots, int64_t size, int n_words) {
+    const int64_t blocks = std::min<int64_t>(PREFETCH_BLOCKS, (size + BLOCK - 1) / BLOCK);
+    for (int64_t off = 0; off < blocks * n_words * BLOCK * 8; off += 64)
+        __builtin_prefetch((const char*)codes + off);
+    for (int64_t off = 0; off < blocks * 2 * BLOCK * 4; off += 64)
+        __builtin_prefetch((const char*)factors + off);
+    for (int64_t off = 0; off < blocks * BLOCK * 4; off += 64)
+        __builtin_prefetch((const char*)slots + off);
+}
+
+// Exact keys (squared l2, or -inner product) and ids of the r candidates of query q.  The
+// rows are prefetched RERANK_AHEAD candidates in advance, so that many cache misses are in
+// flight at once.
+static const int64_t RERANK_AHEAD = 8;
+
+static void rerank(const IndexView& v, const Kernels& K, const float* q, const Candidate* cands,
+                   int64_t r, Result* out) {
+    const int64_t dim = v.dim;
+    const bool l2 = v.metric == METRIC_L2;
+    auto prefetch = [&](int64_t i) {
+        const float* p = v.vectors + (int64_t)candidate_slot(cands[i]) * dim;
+        for (int64_t off = 0; off < dim; off += 16) __builtin_prefetch(p + off);
+    };
+    for (int64_t i = 0; i < std::min(RERANK_AHEAD, r); ++i) prefetch(i);
+    for (int64_t i = 0; i < r; ++i) {
+        if (i + RERANK_AHEAD < r) prefetch(i + RERANK_AHEAD);
+        const int32_t s = candidate_slot(cands[i]);
+        const float* vec = v.vectors + (int64_t)s * dim;
+        const float key = l2 ? K.l2(q, vec, dim) : -K.dot(q, vec, dim);
+        out[i] = Result{key, v.slot_ids[s]};
+    }
+}
 
 // Search one query.  out_d / out_i have room for k results.
 static void search_one(const IndexView& v, const Kernels& K, const float* q, int n_probe,
@@ -103,7 +141,7 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     const size_t cap = std::max<size_t>(4 * (size_t)keep, 256);
     if (ws.cands.size() < cap + BLOCK) ws.cands.resize(cap + BLOCK);
     AdmitTarget admit{ws.cands.data(), 0, (int64_t)cap, std::numeric_limits<float>::infinity(),
-                      v.allowed};
+                      v.allowed, v.death, v.epoch};
 
     ScanConsts consts;
     if (!l2) {
@@ -115,18 +153,10 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     }
 
     // 3. Scan the probed buckets.  Buckets live at scattered addresses: while one is
-    //    scanned, the first PREFETCH_BLOCKS blocks of the next one are prefetched (the
-    //    scan prefetches the rest, that far ahead), so its first misses overlap.
+    //    scanned, the start of the next one is prefetched so its first misses overlap.
     auto prefetch_bucket = [&](int64_t p) {
         const int32_t b = candidate_slot(ws.coarse[(size_t)p]);
-        const int64_t blocks = std::min<int64_t>(PREFETCH_BLOCKS, (v.sizes[b] + BLOCK - 1) / BLOCK);
-        const char* codes = (const char*)v.codes[b];
-        const char* factors = (const char*)v.factors[b];
-        const char* slots = (const char*)v.slots[b];
-        for (int64_t off = 0; off < blocks * v.n_words * BLOCK * 8; off += 64)
-            __builtin_prefetch(codes + off);
-        for (int64_t off = 0; off < blocks * 2 * BLOCK * 4; off += 64) __builtin_prefetch(factors + off);
-        for (int64_t off = 0; off < blocks * BLOCK * 4; off += 64) __builtin_prefetch(slots + off);
+        prefetch_bucket_start(v.codes[b], v.factors[b], v.slots[b], v.sizes[b], v.n_words);
         if (l2) {
             const char* cr = (const char*)(v.centroids_rot + (int64_t)b * v.n_bits);
             for (int64_t off = 0; off < v.n_bits * 4; off += 64) __builtin_prefetch(cr + off);
@@ -167,23 +197,9 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     if (r < m)
         std::nth_element(ws.cands.begin(), ws.cands.begin() + r, ws.cands.begin() + m);
 
-    // 5. Exact rerank with the float vectors, prefetched `ahead` candidates in advance so
-    //    that many cache misses are in flight at once.
+    // 5. Exact rerank with the float vectors.
     ws.results.resize((size_t)r);
-    const int64_t ahead = 8;
-    auto prefetch = [&](int64_t i) {
-        const int32_t s = candidate_slot(ws.cands[(size_t)i]);
-        const float* p = v.vectors + (int64_t)s * dim;
-        for (int64_t off = 0; off < dim; off += 16) __builtin_prefetch(p + off);
-    };
-    for (int64_t i = 0; i < std::min(ahead, r); ++i) prefetch(i);
-    for (int64_t i = 0; i < r; ++i) {
-        if (i + ahead < r) prefetch(i + ahead);
-        const int32_t s = candidate_slot(ws.cands[(size_t)i]);
-        const float* vec = v.vectors + (int64_t)s * dim;
-        const float key = l2 ? K.l2(q, vec, dim) : -K.dot(q, vec, dim);
-        ws.results[(size_t)i] = Result{key, v.slot_ids[s]};
-    }
+    rerank(v, K, q, ws.cands.data(), r, ws.results.data());
 
     // 6. Top k, best first, ties broken by the smaller id.
     const int64_t kk = std::min<int64_t>(k, r);

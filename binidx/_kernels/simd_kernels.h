@@ -75,7 +75,16 @@ struct AdmitTarget {
     int64_t cap;             // the scan returns once m >= cap
     float threshold;         // admit est <= threshold
     const uint8_t* allowed;  // 0/1 per slot, or null: every slot allowed
+    const int64_t* death;    // write batch that removed each slot, or null: none removed
+    int64_t epoch;           // the snapshot's batch: a slot with death <= epoch is gone
 };
+
+// Whether an admitted slot may become a candidate: it passes the filter and was not
+// removed as of the snapshot being searched (a tombstone of a later batch still counts).
+static inline bool admissible(const AdmitTarget* t, int32_t s) {
+    return (t->allowed == nullptr || t->allowed[s]) &&
+           (t->death == nullptr || t->death[s] > t->epoch);
+}
 
 typedef void (*scan_fn)(const uint64_t* codes, const float* factors, int64_t n, int n_words,
                         const uint64_t* planes, const ScanConsts* c, float* out);
@@ -174,7 +183,7 @@ static inline __attribute__((always_inline)) int64_t scan_admit_scalar_body(
         const int lanes = n - blk * BLOCK < BLOCK ? (int)(n - blk * BLOCK) : BLOCK;
         for (int lane = 0; lane < lanes; ++lane) {
             const int32_t s = slots[blk * BLOCK + lane];
-            if (est[lane] <= threshold && (t->allowed == nullptr || t->allowed[s]))
+            if (est[lane] <= threshold && admissible(t, s))
                 out[m++] = make_candidate(est[lane], s);
         }
         if (m >= t->cap) {
@@ -455,7 +464,7 @@ int64_t scan_admit_avx512_body(const uint64_t* codes, const float* factors, cons
         if (FILTER) {
             for (unsigned bits = admit; bits != 0; bits &= bits - 1) {
                 const int lane = __builtin_ctz(bits);
-                if (!t->allowed[slots[blk * BLOCK + lane]]) admit &= (__mmask8)~(1u << lane);
+                if (!admissible(t, slots[blk * BLOCK + lane])) admit &= (__mmask8)~(1u << lane);
             }
         }
         // order_bits of the 8 estimates.
@@ -481,7 +490,7 @@ __attribute__((target(BINIDX_AVX512_TARGET))) static int64_t scan_admit_avx512(
         const uint64_t* codes, const float* factors, const int32_t* slots, int64_t n,
         int64_t first_block, int n_words, const uint64_t* planes, const ScanConsts* c,
         AdmitTarget* t) {
-    if (t->allowed != nullptr)
+    if (t->allowed != nullptr || t->death != nullptr)
         return scan_admit_avx512_body<true>(codes, factors, slots, n, first_block, n_words, planes, c, t);
     return scan_admit_avx512_body<false>(codes, factors, slots, n, first_block, n_words, planes, c, t);
 }
@@ -544,6 +553,66 @@ __attribute__((target(BINIDX_AVX512_TARGET))) static void quantize_avx512(
 #endif  // BINIDX_X86
 
 // ---------------------------------------------------------------------------------------
+// Machine bounds for the micro-benchmarks (benchmarks/micro/kernel_limits.py), not used
+// by the index: a streaming read, and a prefetched gather of float rows.
+
+// XOR of n 64-bit words (n a multiple of 32), read once in order: the single-core read
+// bandwidth when the array does not fit in cache.
+static inline __attribute__((always_inline)) uint64_t read_stream_body(const uint64_t* p,
+                                                                       int64_t n) {
+    uint64_t acc[32] = {0};
+    for (int64_t i = 0; i < n; i += 32)
+        for (int j = 0; j < 32; ++j) acc[j] ^= p[i + j];
+    uint64_t x = 0;
+    for (int j = 0; j < 32; ++j) x ^= acc[j];
+    return x;
+}
+
+// Sum of the rows rows[0..n) of a (?, dim) float array (dim a multiple of 16), each row
+// prefetched `ahead` rows in advance: the floor of a rerank that reads the same rows.
+static inline __attribute__((always_inline)) float gather_sum_body(
+        const float* vectors, int64_t dim, const int32_t* rows, int64_t n, int64_t ahead) {
+    float acc[16] = {0};
+    for (int64_t i = 0; i < n; ++i) {
+        if (i + ahead < n) {
+            const float* p = vectors + (int64_t)rows[i + ahead] * dim;
+            for (int64_t off = 0; off < dim; off += 16) __builtin_prefetch(p + off);
+        }
+        const float* row = vectors + (int64_t)rows[i] * dim;
+        for (int64_t j = 0; j < dim; j += 16)
+            for (int l = 0; l < 16; ++l) acc[l] += row[j + l];
+    }
+    return reduce16(acc);
+}
+
+typedef uint64_t (*read_stream_fn)(const uint64_t* p, int64_t n);
+typedef float (*gather_sum_fn)(const float* vectors, int64_t dim, const int32_t* rows,
+                               int64_t n, int64_t ahead);
+
+static uint64_t read_stream_generic(const uint64_t* p, int64_t n) { return read_stream_body(p, n); }
+static float gather_sum_generic(const float* vectors, int64_t dim, const int32_t* rows,
+                                int64_t n, int64_t ahead) {
+    return gather_sum_body(vectors, dim, rows, n, ahead);
+}
+#ifdef BINIDX_X86
+__attribute__((target(BINIDX_AVX512_TARGET))) static uint64_t read_stream_avx512(
+        const uint64_t* p, int64_t n) {
+    return read_stream_body(p, n);
+}
+__attribute__((target(BINIDX_AVX512_TARGET))) static float gather_sum_avx512(
+        const float* vectors, int64_t dim, const int32_t* rows, int64_t n, int64_t ahead) {
+    return gather_sum_body(vectors, dim, rows, n, ahead);
+}
+__attribute__((target("avx2"))) static uint64_t read_stream_avx2(const uint64_t* p, int64_t n) {
+    return read_stream_body(p, n);
+}
+__attribute__((target("avx2"))) static float gather_sum_avx2(
+        const float* vectors, int64_t dim, const int32_t* rows, int64_t n, int64_t ahead) {
+    return gather_sum_body(vectors, dim, rows, n, ahead);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------
 // Run-time selection.
 
 enum KernelPath { PATH_GENERIC = 0, PATH_AVX2 = 1, PATH_AVX512 = 2 };
@@ -569,6 +638,24 @@ static inline Kernels kernels_for_path(int path) {
 #endif
     (void)path;
     return Kernels{scan_generic, scan_admit_generic, quantize_generic, matvec_t_generic, l2_generic, dot_generic, "generic"};
+}
+
+static inline read_stream_fn read_stream_for_path(int path) {
+#ifdef BINIDX_X86
+    if (path == PATH_AVX512) return read_stream_avx512;
+    if (path == PATH_AVX2) return read_stream_avx2;
+#endif
+    (void)path;
+    return read_stream_generic;
+}
+
+static inline gather_sum_fn gather_sum_for_path(int path) {
+#ifdef BINIDX_X86
+    if (path == PATH_AVX512) return gather_sum_avx512;
+    if (path == PATH_AVX2) return gather_sum_avx2;
+#endif
+    (void)path;
+    return gather_sum_generic;
 }
 
 }  // namespace binidx

@@ -41,9 +41,31 @@ def test_summary_numbers_and_criteria():
     assert s["max_bucket_max_over_mean"] == 3.5 and not s["meets_balance"]
     assert s["insert_per_core"] == 25_000 and s["meets_insert"]  # median 50k over 2 threads
     assert s["delete_per_s"] == 2e6 and s["meets_delete"]
+    assert s["recall_reference"] == "final live set" and s["same_set_mean_gap"] is None
     text = churn.summary_markdown([s])
-    assert "| random | e | nprobe=4 | 0.9500 | 0.9400 | 0.9500 | -1.00 ✓ | -3.00 ✗ | 3.50 ✗ |" \
-        in text
+    assert ("| random | e | nprobe=4 | 0.9500 | 0.9400 | 0.9500 | -1.00 ✓ | -3.00 ✗ | - | - "
+            "| 3.50 ✗ |") in text
+
+
+def test_same_set_rebuilds_decide_the_recall_criteria():
+    # The live set drifts to harder data: the churned index tracks a fresh build of each
+    # round's live set (gaps of 0 and -1 point) though it ends far below the first round.
+    lines = [_line(0, 0.95),
+             _line(1, 0.93, insert_per_s=1.0, delete_per_s=1.0, **{"fresh_recall@10": 0.93}),
+             _line(2, 0.90, insert_per_s=1.0, delete_per_s=1.0, **{"fresh_recall@10": 0.91}),
+             _line("rebuild", 0.91)]
+    (s,) = churn.summarize(lines)
+    assert s["recall_reference"] == "same live set"
+    assert s["mean_gap"] == pytest.approx(0.9267 - 0.91, abs=1e-4)
+    assert s["worst_gap"] == pytest.approx(-0.01)
+    assert s["same_set_mean_gap"] == pytest.approx(-0.01 / 3)
+    assert s["same_set_worst_gap"] == pytest.approx(-0.01)
+    assert s["meets_mean_recall"] and s["meets_worst_recall"]
+    # A round 3 points below its own fresh build fails, whatever the final rebuild says.
+    lines[2]["fresh_recall@10"] = 0.93
+    (s,) = churn.summarize(lines)
+    assert s["same_set_worst_gap"] == pytest.approx(-0.03) and not s["meets_worst_recall"]
+    assert "| +1.67 | -1.00 | -1.00 ✓ | -3.00 ✗ |" in churn.summary_markdown([s])
 
 
 def test_summary_without_buckets_leaves_balance_open():
@@ -110,3 +132,19 @@ def test_unknown_order_is_refused():
     ds = load_dataset("synthetic:n=100,nq=2,dim=4")
     with pytest.raises(ValueError, match="order must be 'random' or 'cluster', got 'drift'"):
         churn.initial_split(ds, "drift", 0)
+
+
+def test_rebuild_each_round_records_a_fresh_build_per_round(tmp_path):
+    import io
+
+    ds = load_dataset("synthetic:n=2000,nq=30,dim=16,seed=2", cache_dir=str(tmp_path))
+    params = {"build": {"n_lists": 16}, "query": {"nprobe": 4}, "rebuild_each_round": True}
+    lines = churn.churn_engine(ds, "faiss-ivf", params, io.StringIO(), order="cluster",
+                               rounds=2, fraction=0.1, threads=1, seed=0)
+    assert [ln["round"] for ln in lines] == [0, 1, 2, "rebuild"]
+    assert all(0 < ln["fresh_recall@10"] <= 1 and ln["fresh_build_s"] > 0 for ln in lines[1:3])
+    # The last round's fresh index is the final rebuild: same live set, same index.
+    assert lines[3]["recall@10"] == lines[2]["fresh_recall@10"]
+    assert all(ln["n_lists"] == 16 and ln["bucket_max_over_mean"] >= 1 for ln in lines)
+    (s,) = churn.summarize(lines)
+    assert s["recall_reference"] == "same live set"

@@ -6,6 +6,7 @@ the public Python layer has not already validated, takes typed C-contiguous memo
 and releases the GIL for all the work.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
+from libcpp.vector cimport vector
 
 import numpy as np
 cimport numpy as cnp
@@ -29,6 +30,12 @@ cdef extern from "simd_kernels.h" namespace "binidx":
     float candidate_key(Candidate c) nogil
     int32_t candidate_slot(Candidate c) nogil
 
+    ctypedef struct NextBucket:
+        const uint64_t* codes
+        const float* factors
+        const int32_t* slots
+        int64_t blocks
+
     ctypedef struct AdmitTarget:
         Candidate* out
         int64_t m
@@ -37,6 +44,7 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         const uint8_t* allowed
         const int64_t* death
         int64_t epoch
+        NextBucket next
 
     ctypedef int64_t (*scan_admit_fn)(const uint64_t*, const float*, const int32_t*, int64_t,
                                       int64_t, int, const uint64_t*, const ScanConsts*,
@@ -282,6 +290,7 @@ def scan_admit(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
     t.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
     t.death = NULL
     t.epoch = 0
+    t.next.blocks = 0
     cdef Kernels K = kernels_for_path(_active_path)
     cdef int64_t next_block = 0, i
     if n > 0:
@@ -347,9 +356,9 @@ def rerank_rows(const float[:, ::1] queries, const float[:, ::1] vectors,
     v.slot_ids = &slot_ids[0]
     cdef Kernels K = kernels_for_path(_active_path)
     cands = np.empty(r, dtype=np.uint64)
-    results = np.empty(r, dtype=[("key", np.float32), ("pad", np.int32), ("id", np.int64)])
     cdef uint64_t[::1] cv = cands
-    cdef Result* res = <Result*> cnp.PyArray_DATA(results)
+    cdef vector[Result] res_buf = vector[Result](r)
+    cdef Result* res = res_buf.data()
     with nogil:
         for i in range(nq):
             for j in range(r):
@@ -367,7 +376,8 @@ def scan_buckets(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors
                  const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,
                  float beta, float gamma, float threshold, int64_t cap):
     """Scan buckets in the given order as the search does (fused scan + admission, the
-    next bucket's start prefetched), with a fixed threshold; the buffer is emptied when
+    start of the next bucket prefetched near the end of the current one), with a fixed
+    threshold; the buffer is emptied when
     full.  Bucket b is ``sizes[b]`` codes from block ``first_blocks[b]`` of the arrays.
     Returns the number of admitted candidates."""
     cdef ScanConsts c
@@ -380,17 +390,25 @@ def scan_buckets(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors
     t.cap = cap
     t.threshold = threshold
     t.allowed = NULL
+    t.death = NULL
+    t.epoch = 0
     cdef Kernels K = kernels_for_path(_active_path)
     cdef int n_words = <int>codes.shape[1]
     cdef int64_t p, b, nxt, blk, n_blocks, admitted = 0, n = order.shape[0]
     with nogil:
+        if n > 0:
+            b = order[0]
+            prefetch_bucket_start(&codes[first_blocks[b], 0, 0], &factors[first_blocks[b], 0, 0],
+                                  &slots[first_blocks[b] * BLOCK], sizes[b], n_words)
         for p in range(n):
             b = order[p]
+            t.next.blocks = 0
             if p + 1 < n:
                 nxt = order[p + 1]
-                prefetch_bucket_start(&codes[first_blocks[nxt], 0, 0],
-                                      &factors[first_blocks[nxt], 0, 0],
-                                      &slots[first_blocks[nxt] * BLOCK], sizes[nxt], n_words)
+                t.next.codes = &codes[first_blocks[nxt], 0, 0]
+                t.next.factors = &factors[first_blocks[nxt], 0, 0]
+                t.next.slots = &slots[first_blocks[nxt] * BLOCK]
+                t.next.blocks = (sizes[nxt] + BLOCK - 1) // BLOCK
             n_blocks = (sizes[b] + BLOCK - 1) // BLOCK
             blk = 0
             while blk < n_blocks:

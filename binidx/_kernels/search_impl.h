@@ -73,17 +73,15 @@ struct Workspace {
     }
 };
 
-// Prefetch the first PREFETCH_BLOCKS blocks of a bucket (codes, factors, slots); the scan
-// prefetches the rest, that far ahead.
-static inline void prefetch_bucket_start(const uint64_t* codes, const float* factors,
-                                         const int32_t* slots, int64_t size, int n_words) {
-    const int64_t blocks = std::min<int64_t>(PREFETCH_BLOCKS, (size + BLOCK - 1) / BLOCK);
-    for (int64_t off = 0; off < blocks * n_words * BLOCK * 8; off += 64)
-        __builtin_prefetch((const char*)codes + off);
-    for (int64_t off = 0; off < blocks * 2 * BLOCK * 4; off += 64)
-        __builtin_prefetch((const char*)factors + off);
-    for (int64_t off = 0; off < blocks * BLOCK * 4; off += 64)
-        __builtin_prefetch((const char*)slots + off);
+// Prefetch the first prefetch_distance() blocks of a bucket (codes, factors, slots); the
+// scan prefetches the rest, that far ahead.
+static inline __attribute__((always_inline)) void prefetch_bucket_start(
+        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t size,
+        int n_words) {
+    const int64_t blocks = std::min<int64_t>(prefetch_distance(n_words), (size + BLOCK - 1) / BLOCK);
+    prefetch_range(codes, blocks * n_words * BLOCK * 8);
+    prefetch_range(factors, blocks * 2 * BLOCK * 4);
+    prefetch_range(slots, blocks * BLOCK * 4);
 }
 
 // Exact keys (squared l2, or -inner product) and ids of the r candidates of query q.  The
@@ -91,17 +89,20 @@ static inline void prefetch_bucket_start(const uint64_t* codes, const float* fac
 // flight at once.
 static const int64_t RERANK_AHEAD = 8;
 
+static inline __attribute__((always_inline)) void prefetch_candidate(const IndexView& v,
+                                                                     Candidate c) {
+    const int32_t s = candidate_slot(c);
+    prefetch_range(v.vectors + (int64_t)s * v.dim, v.dim * 4);
+    __builtin_prefetch(v.slot_ids + s);  // a random 8-byte read: a miss of its own
+}
+
 static void rerank(const IndexView& v, const Kernels& K, const float* q, const Candidate* cands,
                    int64_t r, Result* out) {
     const int64_t dim = v.dim;
     const bool l2 = v.metric == METRIC_L2;
-    auto prefetch = [&](int64_t i) {
-        const float* p = v.vectors + (int64_t)candidate_slot(cands[i]) * dim;
-        for (int64_t off = 0; off < dim; off += 16) __builtin_prefetch(p + off);
-    };
-    for (int64_t i = 0; i < std::min(RERANK_AHEAD, r); ++i) prefetch(i);
+    for (int64_t i = 0; i < std::min(RERANK_AHEAD, r); ++i) prefetch_candidate(v, cands[i]);
     for (int64_t i = 0; i < r; ++i) {
-        if (i + RERANK_AHEAD < r) prefetch(i + RERANK_AHEAD);
+        if (i + RERANK_AHEAD < r) prefetch_candidate(v, cands[i + RERANK_AHEAD]);
         const int32_t s = candidate_slot(cands[i]);
         const float* vec = v.vectors + (int64_t)s * dim;
         const float key = l2 ? K.l2(q, vec, dim) : -K.dot(q, vec, dim);
@@ -152,19 +153,22 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
         consts.gamma = 0.0f;
     }
 
-    // 3. Scan the probed buckets.  Buckets live at scattered addresses: while one is
-    //    scanned, the start of the next one is prefetched so its first misses overlap.
-    auto prefetch_bucket = [&](int64_t p) {
-        const int32_t b = candidate_slot(ws.coarse[(size_t)p]);
-        prefetch_bucket_start(v.codes[b], v.factors[b], v.slots[b], v.sizes[b], v.n_words);
-        if (l2) {
-            const char* cr = (const char*)(v.centroids_rot + (int64_t)b * v.n_bits);
-            for (int64_t off = 0; off < v.n_bits * 4; off += 64) __builtin_prefetch(cr + off);
-        }
-    };
-    if (np > 0) prefetch_bucket(0);
+    // 3. Scan the probed buckets.  Buckets live at scattered addresses: the scan of one
+    //    prefetches the start of the next (admit.next), and the rotated centroid of the
+    //    next is prefetched here.
+    if (np > 0) {
+        const int32_t b0 = candidate_slot(ws.coarse[0]);
+        prefetch_bucket_start(v.codes[b0], v.factors[b0], v.slots[b0], v.sizes[b0], v.n_words);
+        if (l2) prefetch_range(v.centroids_rot + (int64_t)b0 * v.n_bits, v.n_bits * 4);
+    }
     for (int64_t p = 0; p < np; ++p) {
-        if (p + 1 < np) prefetch_bucket(p + 1);
+        admit.next = NextBucket{};
+        if (p + 1 < np) {
+            const int32_t nb = candidate_slot(ws.coarse[(size_t)p + 1]);
+            admit.next = NextBucket{v.codes[nb], v.factors[nb], v.slots[nb],
+                                    (v.sizes[nb] + BLOCK - 1) / BLOCK};
+            if (l2) prefetch_range(v.centroids_rot + (int64_t)nb * v.n_bits, v.n_bits * 4);
+        }
         const int32_t b = candidate_slot(ws.coarse[(size_t)p]);
         const int64_t size = v.sizes[b];
         if (size == 0) continue;

@@ -68,6 +68,14 @@ static inline __attribute__((always_inline)) int32_t candidate_slot(Candidate c)
     return (int32_t)(uint32_t)c;
 }
 
+// The bucket the search scans next (see scan_admit below).
+struct NextBucket {
+    const uint64_t* codes = nullptr;
+    const float* factors = nullptr;
+    const int32_t* slots = nullptr;
+    int64_t blocks = 0;  // 0: no next bucket
+};
+
 // Admission of a bucket's estimates into the candidate buffer (see scan_admit below).
 struct AdmitTarget {
     Candidate* out;          // the buffer; room for cap + BLOCK entries
@@ -77,6 +85,7 @@ struct AdmitTarget {
     const uint8_t* allowed;  // 0/1 per slot, or null: every slot allowed
     const int64_t* death;    // write batch that removed each slot, or null: none removed
     int64_t epoch;           // the snapshot's batch: a slot with death <= epoch is gone
+    NextBucket next;         // prefetched at the end of this bucket's scan
 };
 
 // Whether an admitted slot may become a candidate: it passes the filter and was not
@@ -118,8 +127,50 @@ struct Kernels {
 // padded, and the scan writes estimates for whole blocks (out has room for them).
 static const int BLOCK = 8;
 
-// How many blocks ahead the fused scan prefetches its streams (codes, factors, slots).
-static const int PREFETCH_BLOCKS = 8;
+// The fused scan prefetches its three streams (codes, factors, slots) a fixed distance
+// ahead, in blocks: about 8 kB, at least 8 and at most 32 blocks.  The search's buckets
+// form one virtual stream: near the end of a bucket the prefetches run on into the next
+// one, so its first blocks, at a random address, arrive in time (a bucket of a few kB is
+// too short for the hardware prefetcher to ramp up).
+static inline __attribute__((always_inline)) int64_t prefetch_distance(int n_words) {
+    const int64_t d = 8192 / (n_words * 64 + 96);
+    return d < 8 ? 8 : (d > 32 ? 32 : d);
+}
+
+// Every helper that only prefetches must be always_inline: GCC's IPA deems a function
+// whose only effect is __builtin_prefetch free of side effects and deletes its calls
+// (GCC 12, at -O1 and above), so a plain `inline` helper or a lambda prefetches nothing.
+static inline __attribute__((always_inline)) void prefetch_range(const void* p, int64_t bytes) {
+    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch((const char*)p + off);
+}
+
+static inline __attribute__((always_inline)) void prefetch_block(
+        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t blk, int n_words) {
+    const char* c = (const char*)(codes + blk * n_words * BLOCK);
+    for (int w = 0; w < n_words; ++w) __builtin_prefetch(c + 64 * w);
+    __builtin_prefetch(factors + blk * 2 * BLOCK);
+    __builtin_prefetch(slots + blk * BLOCK);
+}
+
+// Prefetch for the scan of block blk of n_blocks: block blk + dist of this bucket, or of
+// the next one past the end.  A bucket shorter than dist prefetches the first blocks of
+// the next one when its scan starts.
+static inline __attribute__((always_inline)) void prefetch_ahead(
+        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t blk,
+        int64_t n_blocks, int64_t dist, int n_words, const NextBucket& nx) {
+    const int64_t ahead = blk + dist;
+    if (ahead < n_blocks)
+        prefetch_block(codes, factors, slots, ahead, n_words);
+    else if (ahead - n_blocks < nx.blocks)
+        prefetch_block(nx.codes, nx.factors, nx.slots, ahead - n_blocks, n_words);
+}
+
+static inline __attribute__((always_inline)) void prefetch_short_bucket(
+        int64_t first_block, int64_t n_blocks, int64_t dist, int n_words, const NextBucket& nx) {
+    if (first_block == 0)
+        for (int64_t j = 0; j < dist - n_blocks && j < nx.blocks; ++j)
+            prefetch_block(nx.codes, nx.factors, nx.slots, j, n_words);
+}
 
 static inline __attribute__((always_inline)) float finish_estimate(
         uint64_t pc, uint64_t acc, float a, float rn2, const ScanConsts* c) {
@@ -176,7 +227,10 @@ static inline __attribute__((always_inline)) int64_t scan_admit_scalar_body(
     const float threshold = t->threshold;
     Candidate* out = t->out;
     int64_t m = t->m;
+    const int64_t dist = prefetch_distance(n_words);
+    prefetch_short_bucket(first_block, n_blocks, dist, n_words, t->next);
     for (int64_t blk = first_block; blk < n_blocks; ++blk) {
+        prefetch_ahead(codes, factors, slots, blk, n_blocks, dist, n_words, t->next);
         float est[BLOCK];
         block_estimates_scalar(codes + blk * n_words * BLOCK, factors + blk * 2 * BLOCK, n_words,
                                planes, c, est);
@@ -446,17 +500,12 @@ int64_t scan_admit_avx512_body(const uint64_t* codes, const float* factors, cons
     Candidate* out = t->out;
     const int64_t m0 = t->m;
     int64_t m = m0;
+    const int64_t dist = prefetch_distance(n_words);
+    prefetch_short_bucket(first_block, n_blocks, dist, n_words, t->next);
     int64_t blk = first_block;
     for (; blk < n_blocks; ++blk) {
-        // Software prefetch PREFETCH_BLOCKS ahead in all three streams: buckets are only a
-        // few kB, too short for the hardware prefetcher to ramp up, and the slots are read
-        // back at the end for the admitted lanes.
-        if (blk + PREFETCH_BLOCKS < n_blocks) {
-            const char* ahead = (const char*)(codes + (blk + PREFETCH_BLOCKS) * n_words * BLOCK);
-            for (int w = 0; w < n_words; ++w) _mm_prefetch(ahead + 64 * w, _MM_HINT_T0);
-            _mm_prefetch((const char*)(factors + (blk + PREFETCH_BLOCKS) * 2 * BLOCK), _MM_HINT_T0);
-            _mm_prefetch((const char*)(slots + (blk + PREFETCH_BLOCKS) * BLOCK), _MM_HINT_T0);
-        }
+        // The slots are prefetched too: they are read back at the end for admitted lanes.
+        prefetch_ahead(codes, factors, slots, blk, n_blocks, dist, n_words, t->next);
         const __m256 est = block_estimates_avx512(codes + blk * n_words * BLOCK,
                                                   factors + blk * 2 * BLOCK, n_words, planes, k);
         const __mmask8 valid = blk == n_blocks - 1 ? (__mmask8)((1u << tail) - 1u) : (__mmask8)0xFF;

@@ -154,22 +154,18 @@ def _admit_inputs(rng, n, n_bits):
 
 @pytest.mark.parametrize("n_bits", [64, 128, 384, 1024])
 def test_scan_admit_matches_reference(kernel_path, n_bits):
-    """Admitted = estimate <= threshold (ties included) and slot allowed, in scan order."""
+    """Admitted = estimate <= threshold (ties included), in scan order."""
     rng = np.random.default_rng(2000 + n_bits)
     for n in (1, 7, 8, 9, 37, 200):
         blocks, fblocks, slots, consts, est = _admit_inputs(rng, n, n_bits)
-        allowed = (rng.random(10 * n) < 0.5).astype(np.uint8)
         for threshold in (np.inf, np.median(est), est.min(), est.min() - 1.0):
             threshold = np.float32(threshold)
-            for mask in (None, allowed):
-                keys, got_slots, next_block = _search.scan_admit(
-                    blocks, fblocks, slots, n, *consts, threshold, cap=10 * n, allowed=mask)
-                keep = est <= threshold
-                if mask is not None:
-                    keep &= mask[slots].astype(bool)
-                assert next_block == blocks.shape[0]
-                assert np.array_equal(got_slots, slots[keep]), (n, threshold)
-                assert np.array_equal(keys, est[keep]), (n, threshold)
+            keys, got_slots, next_block = _search.scan_admit(
+                blocks, fblocks, slots, n, *consts, threshold, cap=10 * n)
+            keep = est <= threshold
+            assert next_block == blocks.shape[0]
+            assert np.array_equal(got_slots, slots[keep]), (n, threshold)
+            assert np.array_equal(keys, est[keep]), (n, threshold)
 
 
 def test_scan_admit_stops_once_the_buffer_is_full(kernel_path):
@@ -184,6 +180,39 @@ def test_scan_admit_stops_once_the_buffer_is_full(kernel_path):
     # The last block holds 5 codes: its 3 padding lanes are never admitted.
     assert next_block == 6 and np.array_equal(got, slots[40:])
     assert np.array_equal(keys, est[40:])
+
+
+def test_scan_buckets_admits_what_the_threshold_passes(kernel_path):
+    """The benchmark helper walks buckets in the given order and counts admitted codes."""
+    rng = np.random.default_rng(31)
+    n = 300
+    blocks, fblocks, slots, consts, est = _admit_inputs(rng, n, 192)
+    first = np.array([0, 10, 20], np.int64)           # blocks 0-9, 10-19, 20-37
+    sizes = np.array([80, 80, n - 160], np.int64)
+    threshold = np.float32(np.quantile(est, 0.3))
+    for cap in (8, 1000):                             # buffer emptied many times, or never
+        got = _search.scan_buckets(blocks, fblocks, slots, first, sizes,
+                                   np.array([2, 0, 1], np.int32), *consts, threshold, cap)
+        assert got == int(np.count_nonzero(est <= threshold))
+
+
+def test_rerank_rows_and_gather_match_numpy(kernel_path):
+    rng = np.random.default_rng(32)
+    vectors = rng.standard_normal((500, 48)).astype(np.float32)
+    slot_ids = rng.permutation(10_000)[:500].astype(np.int64)
+    q = rng.standard_normal((3, 48)).astype(np.float32)
+    rows = rng.integers(0, 500, size=(3, 40)).astype(np.int32)
+    for metric in (0, 1):
+        keys, ids = _search.rerank_rows(q, vectors, slot_ids, rows, metric)
+        assert np.array_equal(ids, slot_ids[rows])
+        for i in range(3):
+            want = (ref.l2_reference(vectors[rows[i]], q[i]) if metric == 0
+                    else -ref.dot_reference(vectors[rows[i]], q[i]))
+            assert np.array_equal(keys[i], want)
+    total = _search.gather_sum(vectors, rows.ravel(), 8)
+    assert total == pytest.approx(vectors[rows.ravel()].sum(dtype=np.float64), rel=1e-4, abs=1e-2)
+    words = rng.integers(0, 2**63, size=4096, dtype=np.uint64)
+    assert _search.read_stream(words) == np.bitwise_xor.reduce(words)
 
 
 # ----------------------------------------------------------------- float distances
@@ -297,6 +326,40 @@ def test_all_paths_give_identical_searches(metric):
         assert np.array_equal(i, i0), key
         assert np.array_equal(d, d0), key
     assert (results[256, "generic", "filtered"].ids % 3 == 0).all()
+
+
+class _SharedPass:
+    """The kernel module, with every search run in chunks sharing one pass per bucket."""
+
+    def __init__(self, chunk: int):
+        self.chunk = chunk
+
+    def __getattr__(self, name):
+        return getattr(_search, name)
+
+    def search(self, *args, **kwargs):
+        return _search.search(*args, **kwargs, shared_chunk=self.chunk)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_shared_pass_over_buckets_gives_identical_searches(kernel_path, metric, monkeypatch):
+    """Chunks of queries scanning each bucket once return what one-query-at-a-time does."""
+    import binidx.index
+
+    x = _mixture(3000, 40, seed=6)
+    q = _mixture(45, 40, seed=7)
+    index = binidx.build(x, metric=metric, n_bits=128, n_lists=30, seed=2)
+    params = [{"k": 10, "n_probe": 6, "n_rerank": 20, "n_threads": 1},
+              {"k": 5, "n_probe": 30, "n_rerank": 5, "n_threads": 2},   # buffer refreshed often
+              {"k": 10, "n_probe": 8, "n_rerank": 40, "n_threads": 2,
+               "allowed_ids": np.arange(0, 3000, 4)}]
+    want = [index.search(q, **p) for p in params]
+    for chunk in (1, 7, 64):
+        monkeypatch.setattr(binidx.index, "_search", _SharedPass(chunk))
+        for p, (d0, i0) in zip(params, want):
+            d, i = index.search(q, **p)
+            assert np.array_equal(i, i0), (chunk, p)
+            assert np.array_equal(d, d0), (chunk, p)
 
 
 def _supported_paths():

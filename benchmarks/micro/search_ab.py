@@ -40,6 +40,19 @@ def load_build(path: str):
     return module
 
 
+class SharedPass:
+    """A kernel module whose ``search`` runs with ``shared_chunk`` set."""
+
+    def __init__(self, module, chunk: int):
+        self._module, self._chunk = module, chunk
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def search(self, *args, **kwargs):
+        return self._module.search(*args, **kwargs, shared_chunk=self._chunk)
+
+
 def cached_index(ds, n_lists: int, n_bits: int | None, cache: str) -> binidx.Index:
     os.makedirs(cache, exist_ok=True)
     path = os.path.join(cache, f"{ds.name}-{len(ds.base)}-L{n_lists}-B{n_bits}.binidx")
@@ -68,12 +81,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--cache", default="/tmp/binidx_ab_cache")
+    ap.add_argument("--shared-chunk", type=int, default=0,
+                    help="run the B build's searches in chunks of this many queries that share "
+                         "one pass over each probed bucket (0: one query at a time)")
     args = ap.parse_args(argv)
 
     ds = load_dataset(args.dataset, max_queries=args.queries)
     index = cached_index(ds, args.n_lists, args.n_bits, args.cache)
     q = np.ascontiguousarray(ds.queries[:args.queries])
-    builds = {"old": load_build(args.old), "new": new_kernels}
+    builds = {"old": load_build(args.old),
+              "new": SharedPass(new_kernels, args.shared_chunk) if args.shared_chunk else new_kernels}
     times: dict[str, list[float]] = {name: [] for name in builds}
     cpu: dict[str, list[float]] = {name: [] for name in builds}
     ids = {}

@@ -41,9 +41,6 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         int64_t m
         int64_t cap
         float threshold
-        const uint8_t* allowed
-        const int64_t* death
-        int64_t epoch
         NextBucket next
 
     ctypedef int64_t (*scan_admit_fn)(const uint64_t*, const float*, const int32_t*, int64_t,
@@ -103,7 +100,7 @@ cdef extern from "search_impl.h" namespace "binidx":
                 int64_t r, Result* out) nogil
     void search_batch(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
                       int n_probe, int64_t n_rerank, int k, int n_threads, float* out_d,
-                      int64_t* out_i) nogil
+                      int64_t* out_i, int64_t shared_chunk) nogil
     void search_subset(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
                        const int32_t* subset, int64_t m, int k, int n_threads, float* out_d,
                        int64_t* out_i) nogil
@@ -169,11 +166,13 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
            const uintptr_t[::1] factor_ptrs, const uintptr_t[::1] slot_ptrs,
            const int64_t[::1] sizes, const float[:, ::1] vectors, const int64_t[::1] slot_ids,
            float[:, ::1] out_d, int64_t[:, ::1] out_i, const uint8_t[::1] allowed=None,
-           const int64_t[::1] death=None, int64_t epoch=0):
+           const int64_t[::1] death=None, int64_t epoch=0, int64_t shared_chunk=0):
     """Search a batch of queries; results are written into ``out_d`` / ``out_i``.
 
     ``allowed`` (one byte per slot) restricts the candidates to slots marked 1.
     ``death`` (one write batch per slot) hides the slots removed at or before ``epoch``.
+    ``shared_chunk`` > 0 searches the queries in chunks of that many, with one pass over
+    each probed bucket per chunk (same results; pays off when the codes are out of cache).
     """
     cdef IndexView v
     v.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
@@ -200,7 +199,7 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
         return
     with nogil:
         search_batch(v, K, &queries[0, 0], nq, n_probe, n_rerank, k, n_threads,
-                     &out_d[0, 0], &out_i[0, 0])
+                     &out_d[0, 0], &out_i[0, 0], shared_chunk)
 
 
 def search_exact_subset(const float[:, ::1] queries, int k, int n_threads, int metric,
@@ -270,7 +269,7 @@ def scan_blocks(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
 def scan_admit(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
                const int32_t[::1] slots, int64_t n, const uint64_t[:, ::1] planes, float c1,
                float c2, float sum_w, float alpha, float beta, float gamma, float threshold,
-               int64_t cap, int64_t first_block=0, const uint8_t[::1] allowed=None):
+               int64_t cap, int64_t first_block=0):
     """One call of the active fused scan + admission kernel (for tests).
 
     Scans blocked codes from ``first_block`` into an empty candidate buffer that the
@@ -287,9 +286,6 @@ def scan_admit(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
     t.m = 0
     t.cap = cap
     t.threshold = threshold
-    t.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
-    t.death = NULL
-    t.epoch = 0
     t.next.blocks = 0
     cdef Kernels K = kernels_for_path(_active_path)
     cdef int64_t next_block = 0, i
@@ -389,9 +385,6 @@ def scan_buckets(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors
     t.m = 0
     t.cap = cap
     t.threshold = threshold
-    t.allowed = NULL
-    t.death = NULL
-    t.epoch = 0
     cdef Kernels K = kernels_for_path(_active_path)
     cdef int n_words = <int>codes.shape[1]
     cdef int64_t p, b, nxt, blk, n_blocks, admitted = 0, n = order.shape[0]

@@ -56,18 +56,34 @@ struct ResultLess {
 };
 static const ResultLess result_less{};
 
+// The state of one query between its phases: what the scan of its buckets needs, and
+// its candidate buffer.  search_one keeps one; the shared-pass batch keeps one per query
+// of a chunk.
+struct QueryState {
+    const float* q = nullptr;
+    std::vector<int32_t> probes;     // buckets to scan, nearest first
+    std::vector<float> probe_keys;   // their coarse keys: ||q - c||^2 (l2) or -<q, c> (ip)
+    std::vector<float> qrot;         // P q
+    std::vector<uint64_t> planes;    // ip: P q quantised once per query
+    ScanConsts consts{};             // ip: its constants
+    std::vector<Candidate> cands;    // the candidate buffer (cap + BLOCK entries)
+    AdmitTarget admit{};
+    int64_t checked = 0;             // cands[0, checked) passed the filters
+    int64_t keep = 0;
+};
+
 // Per-thread scratch space, reused across the queries a thread handles.
 struct Workspace {
     std::vector<Candidate> coarse;  // (coarse key, bucket)
-    std::vector<float> dots, qrot, w;
-    std::vector<uint64_t> planes;
-    std::vector<Candidate> cands;
+    std::vector<float> dots, w;
+    std::vector<uint64_t> planes;   // l2: planes of the (query, bucket) pair being scanned
     std::vector<Result> results;
+    QueryState one;                 // search_one's query
+    std::vector<QueryState> chunk;  // search_chunk_shared's queries
 
     void reserve(const IndexView& v) {
         coarse.resize((size_t)v.n_lists);
         dots.resize((size_t)v.n_lists);
-        qrot.resize((size_t)v.n_bits);
         w.resize((size_t)v.n_bits);
         planes.resize(4 * (size_t)v.n_words);
     }
@@ -110,102 +126,131 @@ static void rerank(const IndexView& v, const Kernels& K, const float* q, const C
     }
 }
 
-// Search one query.  out_d / out_i have room for k results.
-static void search_one(const IndexView& v, const Kernels& K, const float* q, int n_probe,
-                       int64_t n_rerank, int k, Workspace& ws, float* out_d, int64_t* out_i) {
+// Phase 1 of a query: coarse probe selection, rotation, and an empty candidate buffer.
+static void start_query(const IndexView& v, const Kernels& K, const float* q, int n_probe,
+                        int64_t n_rerank, Workspace& ws, QueryState& s) {
     const int64_t dim = v.dim;
     const bool l2 = v.metric == METRIC_L2;
+    s.q = q;
 
-    // 1. Coarse quantiser: the n_probe nearest (l2) or best-scoring (ip) centroids.
-    //    ||q - c||^2 = ||q||^2 + ||c||^2 - 2 <q, c>, all <q, c> in one mat-vec.
+    // The n_probe nearest (l2) or best-scoring (ip) centroids.
+    // ||q - c||^2 = ||q||^2 + ||c||^2 - 2 <q, c>, all <q, c> in one mat-vec.
     K.matvec_t(v.centroids_t, q, dim, v.n_lists, ws.dots.data());
     const float qnorm = l2 ? K.dot(q, q, dim) : 0.0f;
     for (int64_t c = 0; c < v.n_lists; ++c) {
         const float key = l2 ? std::max(0.0f, qnorm + v.centroid_norms[c] - 2.0f * ws.dots[(size_t)c])
                              : -ws.dots[(size_t)c];
-        ws.dots[(size_t)c] = key;  // kept for the estimator constants of the bucket
+        ws.dots[(size_t)c] = key;
         ws.coarse[(size_t)c] = make_candidate(key, (int32_t)c);
     }
     const int64_t np = std::min<int64_t>(n_probe, v.n_lists);
     if (np < v.n_lists)
         std::nth_element(ws.coarse.begin(), ws.coarse.begin() + np, ws.coarse.end());
     std::sort(ws.coarse.begin(), ws.coarse.begin() + np);
+    s.probes.resize((size_t)np);
+    s.probe_keys.resize((size_t)np);
+    for (int64_t p = 0; p < np; ++p) {
+        const int32_t b = candidate_slot(ws.coarse[(size_t)p]);
+        s.probes[(size_t)p] = b;
+        s.probe_keys[(size_t)p] = ws.dots[(size_t)b];  // the estimator's beta for bucket b
+    }
 
-    // 2. Rotate the query once: qrot = P q.
-    K.matvec_t(v.projection_t, q, dim, v.n_bits, ws.qrot.data());
+    // Rotate the query once: qrot = P q.
+    s.qrot.resize((size_t)v.n_bits);
+    K.matvec_t(v.projection_t, q, dim, v.n_bits, s.qrot.data());
+    if (!l2) {
+        // Inner product: the estimate uses P q itself, quantised once per query.
+        s.planes.resize(4 * (size_t)v.n_words);
+        K.quantize(s.qrot.data(), nullptr, ws.w.data(), v.n_bits, v.n_words, s.planes.data(),
+                   &s.consts);
+        s.consts.alpha = -1.0f;
+        s.consts.gamma = 0.0f;
+    }
 
     // Candidates are kept in a buffer of 4 * n_rerank entries (at least 256): when it is full, the
     // n_rerank best stay and the worst of them becomes the admission threshold, so most
     // estimates of far buckets cost one comparison (amortised O(1) per scanned code).  The
     // scan itself applies the threshold (scan_admit) and may overshoot cap by up to a block.
-    const int64_t keep = std::max<int64_t>(n_rerank, 1);
-    const size_t cap = std::max<size_t>(4 * (size_t)keep, 256);
-    if (ws.cands.size() < cap + BLOCK) ws.cands.resize(cap + BLOCK);
-    AdmitTarget admit{ws.cands.data(), 0, (int64_t)cap, std::numeric_limits<float>::infinity(),
-                      v.allowed, v.death, v.epoch};
+    s.keep = std::max<int64_t>(n_rerank, 1);
+    const size_t cap = std::max<size_t>(4 * (size_t)s.keep, 256);
+    if (s.cands.size() < cap + BLOCK) s.cands.resize(cap + BLOCK);
+    s.admit = AdmitTarget{s.cands.data(), 0, (int64_t)cap, std::numeric_limits<float>::infinity(),
+                          NextBucket{}};
+    s.checked = 0;
+}
 
-    ScanConsts consts;
-    if (!l2) {
-        // Inner product: the estimate uses P q itself, quantised once per query.
-        K.quantize(ws.qrot.data(), nullptr, ws.w.data(), v.n_bits, v.n_words, ws.planes.data(),
-                   &consts);
-        consts.alpha = -1.0f;
-        consts.gamma = 0.0f;
+// Whether a slot may be a result: it passes the filter and was not removed as of the
+// snapshot being searched (a tombstone of a later batch still counts).
+static inline bool admissible(const IndexView& v, int32_t s) {
+    return (v.allowed == nullptr || v.allowed[s]) && (v.death == nullptr || v.death[s] > v.epoch);
+}
+
+// Drop the candidates admitted since the last check that fail the filters.  The scan
+// admits on the threshold alone; testing here, in one pass over the new entries, lets
+// their independent random look-ups overlap instead of stalling the scan one by one.
+static inline void drop_inadmissible(const IndexView& v, QueryState& s) {
+    if (v.allowed != nullptr || v.death != nullptr) {
+        int64_t m = s.checked;
+        for (int64_t i = s.checked; i < s.admit.m; ++i)
+            if (admissible(v, candidate_slot(s.cands[(size_t)i]))) s.cands[(size_t)m++] = s.cands[(size_t)i];
+        s.admit.m = m;
     }
+    s.checked = s.admit.m;
+}
 
-    // 3. Scan the probed buckets.  Buckets live at scattered addresses: the scan of one
-    //    prefetches the start of the next (admit.next), and the rotated centroid of the
-    //    next is prefetched here.
-    if (np > 0) {
-        const int32_t b0 = candidate_slot(ws.coarse[0]);
-        prefetch_bucket_start(v.codes[b0], v.factors[b0], v.slots[b0], v.sizes[b0], v.n_words);
-        if (l2) prefetch_range(v.centroids_rot + (int64_t)b0 * v.n_bits, v.n_bits * 4);
+// The buffer is full: drop what the filters reject, and if it is still full keep the
+// n_rerank best, whose worst becomes the threshold.
+static inline void refresh(const IndexView& v, QueryState& s) {
+    drop_inadmissible(v, s);
+    if (s.admit.m < s.admit.cap) return;
+    std::nth_element(s.cands.begin(), s.cands.begin() + (s.keep - 1), s.cands.begin() + s.admit.m);
+    s.admit.threshold = candidate_key(s.cands[(size_t)(s.keep - 1)]);
+    s.admit.m = s.keep;
+    s.checked = s.keep;
+}
+
+// Phase 2, once per probed bucket: scan probe p of the query into its buffer; the scan
+// prefetches the start of `next` (the bucket scanned after this one, or none).
+static void scan_probe(const IndexView& v, const Kernels& K, QueryState& s, int64_t p,
+                       const NextBucket& next, Workspace& ws) {
+    const int32_t b = s.probes[(size_t)p];
+    const int64_t size = v.sizes[b];
+    if (size == 0) return;
+    ScanConsts consts = s.consts;
+    const uint64_t* planes = s.planes.data();
+    if (v.metric == METRIC_L2) {
+        // The residual to the bucket's centroid, quantised per (query, bucket).
+        K.quantize(s.qrot.data(), v.centroids_rot + (int64_t)b * v.n_bits, ws.w.data(), v.n_bits,
+                   v.n_words, ws.planes.data(), &consts);
+        planes = ws.planes.data();
+        consts.alpha = -2.0f;
+        consts.gamma = 1.0f;
     }
-    for (int64_t p = 0; p < np; ++p) {
-        admit.next = NextBucket{};
-        if (p + 1 < np) {
-            const int32_t nb = candidate_slot(ws.coarse[(size_t)p + 1]);
-            admit.next = NextBucket{v.codes[nb], v.factors[nb], v.slots[nb],
-                                    (v.sizes[nb] + BLOCK - 1) / BLOCK};
-            if (l2) prefetch_range(v.centroids_rot + (int64_t)nb * v.n_bits, v.n_bits * 4);
-        }
-        const int32_t b = candidate_slot(ws.coarse[(size_t)p]);
-        const int64_t size = v.sizes[b];
-        if (size == 0) continue;
-        if (l2) {
-            const float* cr = v.centroids_rot + (int64_t)b * v.n_bits;
-            K.quantize(ws.qrot.data(), cr, ws.w.data(), v.n_bits, v.n_words, ws.planes.data(),
-                       &consts);
-            consts.alpha = -2.0f;
-            consts.beta = ws.dots[(size_t)b];  // ||q - c||^2
-            consts.gamma = 1.0f;
-        } else {
-            consts.beta = ws.dots[(size_t)b];  // -<q, c>
-        }
-        const int64_t n_blocks = (size + BLOCK - 1) / BLOCK;
-        for (int64_t blk = 0; blk < n_blocks;) {
-            blk = K.scan_admit(v.codes[b], v.factors[b], v.slots[b], size, blk, v.n_words,
-                               ws.planes.data(), &consts, &admit);
-            if (admit.m >= admit.cap) {
-                std::nth_element(ws.cands.begin(), ws.cands.begin() + (keep - 1),
-                                 ws.cands.begin() + admit.m);
-                admit.threshold = candidate_key(ws.cands[(size_t)(keep - 1)]);
-                admit.m = keep;
-            }
-        }
+    consts.beta = s.probe_keys[(size_t)p];
+    s.admit.next = next;
+    const int64_t n_blocks = (size + BLOCK - 1) / BLOCK;
+    for (int64_t blk = 0; blk < n_blocks;) {
+        blk = K.scan_admit(v.codes[b], v.factors[b], v.slots[b], size, blk, v.n_words, planes,
+                           &consts, &s.admit);
+        if (s.admit.m >= s.admit.cap) refresh(v, s);
     }
-    const int64_t m = admit.m;
+}
 
-    // 4. Keep the n_rerank best estimates.
-    int64_t r = std::min(keep, m);
-    if (r < m)
-        std::nth_element(ws.cands.begin(), ws.cands.begin() + r, ws.cands.begin() + m);
+static inline NextBucket next_bucket(const IndexView& v, int32_t b) {
+    return NextBucket{v.codes[b], v.factors[b], v.slots[b], (v.sizes[b] + BLOCK - 1) / BLOCK};
+}
 
-    // 5. Exact rerank with the float vectors.
+// Phase 3: the n_rerank best estimates, reranked exactly; the top k, best first, ties
+// broken by the smaller id.  out_d / out_i have room for k results.
+static void finish_query(const IndexView& v, const Kernels& K, QueryState& s, int k,
+                         Workspace& ws, float* out_d, int64_t* out_i) {
+    const bool l2 = v.metric == METRIC_L2;
+    drop_inadmissible(v, s);
+    const int64_t m = s.admit.m;
+    const int64_t r = std::min(s.keep, m);
+    if (r < m) std::nth_element(s.cands.begin(), s.cands.begin() + r, s.cands.begin() + m);
     ws.results.resize((size_t)r);
-    rerank(v, K, q, ws.cands.data(), r, ws.results.data());
-
-    // 6. Top k, best first, ties broken by the smaller id.
+    rerank(v, K, s.q, s.cands.data(), r, ws.results.data());
     const int64_t kk = std::min<int64_t>(k, r);
     std::partial_sort(ws.results.begin(), ws.results.begin() + kk, ws.results.begin() + r,
                       result_less);
@@ -221,16 +266,96 @@ static void search_one(const IndexView& v, const Kernels& K, const float* q, int
     }
 }
 
+// Search one query.  out_d / out_i have room for k results.
+static void search_one(const IndexView& v, const Kernels& K, const float* q, int n_probe,
+                       int64_t n_rerank, int k, Workspace& ws, float* out_d, int64_t* out_i) {
+    QueryState& s = ws.one;
+    start_query(v, K, q, n_probe, n_rerank, ws, s);
+    // Buckets live at scattered addresses: the scan of one prefetches the start of the
+    // next, and the rotated centroid of the next is prefetched here.
+    const int64_t np = (int64_t)s.probes.size();
+    const bool l2 = v.metric == METRIC_L2;
+    if (np > 0) {
+        const int32_t b0 = s.probes[0];
+        prefetch_bucket_start(v.codes[b0], v.factors[b0], v.slots[b0], v.sizes[b0], v.n_words);
+        if (l2) prefetch_range(v.centroids_rot + (int64_t)b0 * v.n_bits, v.n_bits * 4);
+    }
+    for (int64_t p = 0; p < np; ++p) {
+        NextBucket next{};
+        if (p + 1 < np) {
+            const int32_t nb = s.probes[(size_t)p + 1];
+            next = next_bucket(v, nb);
+            if (l2) prefetch_range(v.centroids_rot + (int64_t)nb * v.n_bits, v.n_bits * 4);
+        }
+        scan_probe(v, K, s, p, next, ws);
+    }
+    finish_query(v, K, s, k, ws, out_d, out_i);
+}
+
+// Search a chunk of queries with one pass over each probed bucket (issue 8): every query
+// first scans its nearest bucket alone (which sets a tight admission threshold early),
+// then the buckets the chunk probes are visited in bucket order, each scanned for all
+// the queries that probe it while its codes are in cache.  The admission rule makes the
+// kept candidates independent of the scan order, so the results equal search_one's.
+static void search_chunk_shared(const IndexView& v, const Kernels& K, const float* queries,
+                                int64_t nq, int n_probe, int64_t n_rerank, int k,
+                                Workspace& ws, float* out_d, int64_t* out_i) {
+    if ((int64_t)ws.chunk.size() < nq) ws.chunk.resize((size_t)nq);
+    for (int64_t i = 0; i < nq; ++i)
+        start_query(v, K, queries + i * v.dim, n_probe, n_rerank, ws, ws.chunk[(size_t)i]);
+    for (int64_t i = 0; i < nq; ++i)
+        if (!ws.chunk[(size_t)i].probes.empty()) scan_probe(v, K, ws.chunk[(size_t)i], 0, NextBucket{}, ws);
+
+    // (query, probe rank) pairs grouped by bucket: a counting sort over bucket ids.
+    std::vector<int64_t> start((size_t)v.n_lists + 1, 0);
+    for (int64_t i = 0; i < nq; ++i)
+        for (size_t p = 1; p < ws.chunk[(size_t)i].probes.size(); ++p)
+            ++start[(size_t)ws.chunk[(size_t)i].probes[p] + 1];
+    for (int64_t b = 0; b < v.n_lists; ++b) start[(size_t)b + 1] += start[(size_t)b];
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    std::vector<std::pair<int32_t, int32_t>> pairs((size_t)start[(size_t)v.n_lists]);
+    for (int64_t i = 0; i < nq; ++i)
+        for (size_t p = 1; p < ws.chunk[(size_t)i].probes.size(); ++p)
+            pairs[(size_t)fill[(size_t)ws.chunk[(size_t)i].probes[p]]++] = {(int32_t)i, (int32_t)p};
+
+    for (int64_t b = 0; b < v.n_lists; ++b) {
+        if (start[(size_t)b] == start[(size_t)b + 1]) continue;
+        // The first scan of a bucket reads it from memory: the one before prefetched its
+        // start.  Find the bucket visited after this one for the same purpose.
+        int64_t nb = b + 1;
+        while (nb < v.n_lists && start[(size_t)nb] == start[(size_t)nb + 1]) ++nb;
+        for (int64_t j = start[(size_t)b]; j < start[(size_t)b + 1]; ++j) {
+            const auto [i, p] = pairs[(size_t)j];
+            const NextBucket next = (j == start[(size_t)b] && nb < v.n_lists)
+                                        ? next_bucket(v, (int32_t)nb) : NextBucket{};
+            scan_probe(v, K, ws.chunk[(size_t)i], p, next, ws);
+        }
+    }
+    for (int64_t i = 0; i < nq; ++i)
+        finish_query(v, K, ws.chunk[(size_t)i], k, ws, out_d + i * k, out_i + i * k);
+}
+
+// shared_chunk > 0: queries are searched in chunks of that many with
+// search_chunk_shared (one pass over each probed bucket per chunk); 0: one at a time.
 static void search_batch(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
                          int n_probe, int64_t n_rerank, int k, int n_threads, float* out_d,
-                         int64_t* out_i) {
-    if (n_threads <= 1 || nq == 1) {
+                         int64_t* out_i, int64_t shared_chunk = 0) {
+    const int64_t step = shared_chunk > 0 ? shared_chunk : 1;
+    const int64_t n_steps = (nq + step - 1) / step;
+    auto run = [&](Workspace& ws, int64_t t) {
+        const int64_t i = t * step;
+        if (shared_chunk > 0)
+            search_chunk_shared(v, K, queries + i * v.dim, std::min(step, nq - i), n_probe,
+                                n_rerank, k, ws, out_d + i * k, out_i + i * k);
+        else
+            search_one(v, K, queries + i * v.dim, n_probe, n_rerank, k, ws, out_d + i * k,
+                       out_i + i * k);
+    };
+    if (n_threads <= 1 || n_steps == 1) {
         // No parallel region: starting one costs microseconds, a lot for a single query.
         Workspace ws;
         ws.reserve(v);
-        for (int64_t i = 0; i < nq; ++i)
-            search_one(v, K, queries + i * v.dim, n_probe, n_rerank, k, ws, out_d + i * k,
-                       out_i + i * k);
+        for (int64_t t = 0; t < n_steps; ++t) run(ws, t);
         return;
     }
 #ifdef BINIDX_HAVE_OPENMP
@@ -242,10 +367,7 @@ static void search_batch(const IndexView& v, const Kernels& K, const float* quer
 #ifdef BINIDX_HAVE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-        for (int64_t i = 0; i < nq; ++i) {
-            search_one(v, K, queries + i * v.dim, n_probe, n_rerank, k, ws, out_d + i * k,
-                       out_i + i * k);
-        }
+        for (int64_t t = 0; t < n_steps; ++t) run(ws, t);
     }
 }
 

@@ -82,18 +82,8 @@ struct AdmitTarget {
     int64_t m;               // entries in use, updated by the scan
     int64_t cap;             // the scan returns once m >= cap
     float threshold;         // admit est <= threshold
-    const uint8_t* allowed;  // 0/1 per slot, or null: every slot allowed
-    const int64_t* death;    // write batch that removed each slot, or null: none removed
-    int64_t epoch;           // the snapshot's batch: a slot with death <= epoch is gone
     NextBucket next;         // prefetched at the end of this bucket's scan
 };
-
-// Whether an admitted slot may become a candidate: it passes the filter and was not
-// removed as of the snapshot being searched (a tombstone of a later batch still counts).
-static inline bool admissible(const AdmitTarget* t, int32_t s) {
-    return (t->allowed == nullptr || t->allowed[s]) &&
-           (t->death == nullptr || t->death[s] > t->epoch);
-}
 
 typedef void (*scan_fn)(const uint64_t* codes, const float* factors, int64_t n, int n_words,
                         const uint64_t* planes, const ScanConsts* c, float* out);
@@ -211,9 +201,12 @@ static inline __attribute__((always_inline)) void scan_scalar_body(
 
 // The scan of a search, fused with the admission test: from block first_block on,
 // vector i (slot slots[i]) joins the candidate buffer when its estimate is <= the
-// threshold and its slot is allowed, in bucket order.  The scan returns the next block
-// to scan as soon as the buffer holds cap or more entries (then the caller shrinks the
-// buffer and lowers the threshold), or the number of blocks when the bucket is done.
+// threshold, in bucket order.  The scan returns the next block to scan as soon as the
+// buffer holds cap or more entries (then the caller shrinks the buffer and lowers the
+// threshold), or the number of blocks when the bucket is done.  Filters (allowed slots,
+// removed slots) are applied by the caller to the admitted few, when it shrinks the
+// buffer: a look-up per admitted slot inside this loop would put a random memory access
+// on its critical path.
 //
 // Admitting ties (<=) makes the final selection exact whatever the threshold in force:
 // a rejected estimate is strictly worse than n_rerank others, so the kept candidates are
@@ -237,7 +230,7 @@ static inline __attribute__((always_inline)) int64_t scan_admit_scalar_body(
         const int lanes = n - blk * BLOCK < BLOCK ? (int)(n - blk * BLOCK) : BLOCK;
         for (int lane = 0; lane < lanes; ++lane) {
             const int32_t s = slots[blk * BLOCK + lane];
-            if (est[lane] <= threshold && admissible(t, s))
+            if (est[lane] <= threshold)
                 out[m++] = make_candidate(est[lane], s);
         }
         if (m >= t->cap) {
@@ -479,13 +472,11 @@ __attribute__((target(BINIDX_AVX512_TARGET))) static void scan_avx512(
 // only for the admitted few, at the end: the hot loop reads two streams (codes, factors),
 // not three, and nothing in it waits for the compare.  The compress goes to a register
 // and the full 64 bytes are stored (the buffer has BLOCK entries of slack): the memory
-// form of vpcompressq is microcoded and slow on AMD Zen 4.  The filter, when there is
-// one, is tested only for the lanes that pass the threshold.
-template <bool FILTER>
-__attribute__((target(BINIDX_AVX512_TARGET))) static inline __attribute__((always_inline))
-int64_t scan_admit_avx512_body(const uint64_t* codes, const float* factors, const int32_t* slots,
-                               int64_t n, int64_t first_block, int n_words,
-                               const uint64_t* planes, const ScanConsts* c, AdmitTarget* t) {
+// form of vpcompressq is microcoded and slow on AMD Zen 4.
+__attribute__((target(BINIDX_AVX512_TARGET))) static int64_t scan_admit_avx512(
+        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t n,
+        int64_t first_block, int n_words, const uint64_t* planes, const ScanConsts* c,
+        AdmitTarget* t) {
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
     const ScanConsts256 k = broadcast_consts(c);
     const __m256 threshold = _mm256_set1_ps(t->threshold);
@@ -509,13 +500,7 @@ int64_t scan_admit_avx512_body(const uint64_t* codes, const float* factors, cons
         const __m256 est = block_estimates_avx512(codes + blk * n_words * BLOCK,
                                                   factors + blk * 2 * BLOCK, n_words, planes, k);
         const __mmask8 valid = blk == n_blocks - 1 ? (__mmask8)((1u << tail) - 1u) : (__mmask8)0xFF;
-        __mmask8 admit = _mm256_mask_cmp_ps_mask(valid, est, threshold, _CMP_LE_OQ);
-        if (FILTER) {
-            for (unsigned bits = admit; bits != 0; bits &= bits - 1) {
-                const int lane = __builtin_ctz(bits);
-                if (!admissible(t, slots[blk * BLOCK + lane])) admit &= (__mmask8)~(1u << lane);
-            }
-        }
+        const __mmask8 admit = _mm256_mask_cmp_ps_mask(valid, est, threshold, _CMP_LE_OQ);
         // order_bits of the 8 estimates.
         const __m256i bits = _mm256_castps_si256(_mm256_add_ps(est, _mm256_setzero_ps()));
         const __m256i keys = _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign));
@@ -535,14 +520,6 @@ int64_t scan_admit_avx512_body(const uint64_t* codes, const float* factors, cons
     return blk;
 }
 
-__attribute__((target(BINIDX_AVX512_TARGET))) static int64_t scan_admit_avx512(
-        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t n,
-        int64_t first_block, int n_words, const uint64_t* planes, const ScanConsts* c,
-        AdmitTarget* t) {
-    if (t->allowed != nullptr || t->death != nullptr)
-        return scan_admit_avx512_body<true>(codes, factors, slots, n, first_block, n_words, planes, c, t);
-    return scan_admit_avx512_body<false>(codes, factors, slots, n, first_block, n_words, planes, c, t);
-}
 __attribute__((target(BINIDX_AVX512_TARGET))) static float l2_avx512(const float* a,
                                                                      const float* b, int64_t d) {
     return l2_body(a, b, d);

@@ -116,17 +116,20 @@ def test_build_then_eval_recall_matches_ground_truth(files, tmp_path):
 
 def test_probing_everything_is_exact(files):
     n = len(files["base_array"])
+    # Self-balancing may have split a bucket or two after the build: ask for more probes
+    # than there are buckets (the CLI clips to n_lists).
     got = run_json(["eval", files["index"], files["queries"], files["gt"], "-k", 20,
-                    "--n-probe", N_LISTS, "--n-rerank", n, "--threads", 1, "--repeat", 2])
+                    "--n-probe", 10 * N_LISTS, "--n-rerank", n, "--threads", 1, "--repeat", 2])
     assert got["recall@20"] == 1.0
-    assert got["n_probe"] == N_LISTS and got["repeat"] == 2
+    assert N_LISTS <= got["n_probe"] < 10 * N_LISTS and got["repeat"] == 2
 
 
 def test_build_summary_and_same_seed_same_file(files, tmp_path):
     summary = run_json(["build", files["base"], "-o", tmp_path / "a.binidx", "--n-lists",
                         N_LISTS])
     assert summary["vectors"] == len(files["base_array"])
-    assert summary["n_lists"] == N_LISTS and summary["metric"] == "l2"
+    # N_LISTS trained; balancing may split a few oversized buckets after the add.
+    assert N_LISTS <= summary["n_lists"] <= N_LISTS + 4 and summary["metric"] == "l2"
     per_list = _kmeans.TRAIN_POINTS_PER_CENTROID
     assert summary["train_vectors"] == min(len(files["base_array"]), N_LISTS * per_list)
     assert (tmp_path / "a.binidx").read_bytes() == Path(files["index"]).read_bytes()

@@ -24,6 +24,7 @@ searches running meanwhile see the index before or after, never halfway.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,27 @@ def rebalance(index: "Index", inserted: int, removed_from: np.ndarray) -> int:
     n_live = len(index._store)
     if buckets.n_lists == 0 or n_live < MIN_MEAN_SIZE * buckets.n_lists:
         return 0
+    mean = n_live / buckets.n_lists
+    if (not inserted or buckets.live_sizes().max() <= SPLIT_FACTOR * mean) and not (
+            removed_from.size and buckets.live_sizes()[removed_from].min() < DISSOLVE_FACTOR * mean):
+        return 0  # the common case: nothing to do, checked without any setup
+    with _one_blas_thread():
+        return _rebalance(index, inserted, removed_from)
+
+
+def _one_blas_thread():
+    """The products here are small (a few thousand rows): a multi-threaded BLAS spends
+    more time waking threads than computing, 6x more on a loaded 2-core machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _rebalance(index: "Index", inserted: int, removed_from: np.ndarray) -> int:
+    buckets = index._buckets
+    n_live = len(index._store)
     work = _Rebalancer(index)
     changes = 0
     removed_from = np.unique(removed_from)
@@ -175,14 +197,18 @@ class _Rebalancer:
         are encoded against their new centroid."""
         moved = current != target
         touched = set(rebuild) | set(current[moved].tolist()) | set(target[moved].tolist())
+        # Membership by slot-indexed masks (np.isin would sort both sides per bucket).
+        given = np.zeros(self.store.slot_buckets.shape[0], bool)
+        given[slots] = True
+        leaving = np.zeros_like(given)
+        leaving[slots[moved]] = True
         for t in sorted(touched):
+            members = self._members(t)
             if t in rebuild:
                 keep = np.zeros(0, np.int64)
-                new_slots = np.concatenate([slots[target == t], self._members(t)[
-                    ~np.isin(self._members(t), slots)]])
+                new_slots = np.concatenate([slots[target == t], members[~given[members]]])
             else:
-                keep = self._members(t)
-                keep = keep[~np.isin(keep, slots[moved & (current == t)])]
+                keep = members[~leaving[members]]
                 new_slots = slots[moved & (target == t)]
             self._write_bucket(t, keep, new_slots)
         self.store.slot_buckets[slots] = target

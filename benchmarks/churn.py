@@ -556,8 +556,15 @@ def _tune_command(args, argv: list[str]) -> int:
     out_dir = args.out or os.path.join(RESULTS_DIR, ds.name)
     os.makedirs(out_dir, exist_ok=True)
     threads = args.threads or os.cpu_count() or 1
+    path = os.path.join(out_dir, "churn-tune.jsonl")
+    # Tuning one engine again keeps the other engines' rows of an earlier run.
     rows: list[dict] = []
-    with open(os.path.join(out_dir, "churn-tune.jsonl"), "w", encoding="utf-8") as sink:
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            rows = [r for r in map(json.loads, filter(str.strip, f))
+                    if r.get("dataset") == ds.name and r["engine"] not in args.engines]
+    with open(path, "w", encoding="utf-8") as sink:
+        sink.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
         for engine in args.engines:
             got = tune_engine(ds, engine, params[engine], grids[engine], threads=threads,
                               seed=args.seed, target=args.target)

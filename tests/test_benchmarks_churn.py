@@ -126,6 +126,14 @@ def test_tune_command_writes_the_chosen_setting(tmp_path, monkeypatch):
     _, live, pool = churn.initial_split(ds, "random", 0)
     assert len(live) == 1000 and len(pool) == 1000 and not set(live) & set(pool)
     assert "**nprobe=" in (tmp_path / "churn-tune.md").read_text()
+    # Tuning another engine keeps the first one's rows.
+    pytest.importorskip("hnswlib")
+    assert churn.main(["tune", "--dataset", spec, "--engines", "hnswlib",
+                       "--out", str(tmp_path), "--threads", "1"]) == 0
+    with open(tmp_path / "churn-tune.jsonl", encoding="utf-8") as f:
+        again = [json.loads(line) for line in f]
+    assert again[:len(rows)] == rows and {r["engine"] for r in again} == {"faiss-ivf", "hnswlib"}
+    assert "**nprobe=" in (tmp_path / "churn-tune.md").read_text()
 
 
 def test_unknown_order_is_refused():

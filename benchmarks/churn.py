@@ -213,10 +213,15 @@ def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order:
 
 
 def _groups(lines: list[dict]) -> dict[tuple, list[dict]]:
+    """Lines by (dataset, order, engine, run): a rerun is its own group, never mixed in.
+
+    Every line of one engine's run carries the ``timestamp`` taken when that run began.
+    """
     groups: dict[tuple, list[dict]] = {}
     for ln in lines:
         if ln.get("kind") == "churn":
-            groups.setdefault((ln["dataset"], ln["order"], ln["engine"]), []).append(ln)
+            key = (ln["dataset"], ln["order"], ln["engine"], ln.get("timestamp", ""))
+            groups.setdefault(key, []).append(ln)
     return groups
 
 
@@ -234,7 +239,7 @@ def summarize(lines: list[dict]) -> list[dict]:
     None when the engine has no such number (hnswlib has no buckets).
     """
     out = []
-    for (dataset, order, engine), rows in sorted(_groups(lines).items()):
+    for (dataset, order, engine, started), rows in sorted(_groups(lines).items()):
         rounds = [r for r in rows if r["round"] != "rebuild"]
         rebuild = next((r for r in rows if r["round"] == "rebuild"), None)
         updates = [r for r in rounds if r["round"] != 0]
@@ -244,7 +249,8 @@ def summarize(lines: list[dict]) -> list[dict]:
         threads = rows[0]["threads"]
         loads = [ln["loadavg_now"][0] for ln in rows if ln.get("loadavg_now")]
         s: dict[str, Any] = {
-            "dataset": dataset, "order": order, "engine": engine, "dim": rows[0]["dim"],
+            "dataset": dataset, "order": order, "engine": engine, "started": started,
+            "git": rows[0].get("git"), "dim": rows[0]["dim"],
             "n_base": rows[0]["n_base"], "n_queries": rows[0]["n_queries"],
             "threads": threads, "factory": rows[0]["factory"],
             "query_params": rows[0]["query_params"], "rounds": len(updates),
@@ -326,12 +332,17 @@ def summary_markdown(summaries: list[dict]) -> str:
                  "| max bucket / mean | n_lists start -> end | insert /s per core | delete /s "
                  "| stale | max load |"),
                 "|---|---|---|" + "---:|" * 13]
-        for s in sorted(rows, key=lambda r: (r["order"] != "random", r["order"], r["engine"])):
+        runs = [(r["order"], r["engine"]) for r in rows]
+        for s in sorted(rows, key=lambda r: (r["order"] != "random", r["order"], r["engine"],
+                                             r["started"])):
             lists = ("-" if s["n_lists_first"] is None
                      else f"{s['n_lists_first']:,} -> {s['n_lists_last']:,}")
             same = s["recall_reference"] == "same live set"
+            engine = s["engine"]
+            if runs.count((s["order"], engine)) > 1:  # reruns: say which run each row is
+                engine += f" (run {s['started'][11:16]} UTC)"
             out.append(
-                f"| {s['order']} | {s['engine']} | {_params(s['query_params'])} "
+                f"| {s['order']} | {engine} | {_params(s['query_params'])} "
                 f"| {s['recall@10_round0']:.4f} | {s['mean_recall@10']:.4f} "
                 f"| {_num(s['rebuild_recall@10'], '.4f')} "
                 f"| {_gap(s['mean_gap'])}{'' if same else _mark(s['meets_mean_recall'])} "
@@ -354,10 +365,11 @@ def _rate(line: dict, key: str, per: int = 1) -> str:
 def churn_markdown(lines: list[dict]) -> str:
     """The summary tables, then one table per (dataset, order, engine) with every round."""
     out = [summary_markdown(summarize(lines))]
-    for (dataset, order, engine), rows in sorted(_groups(lines).items()):
+    for (dataset, order, engine, started), rows in sorted(_groups(lines).items()):
         first = rows[0]
         out += [(f"## churn: {dataset}, {engine}, {order} inserts, "
                  f"{first['fraction']:.0%} deleted + inserted per round"), "",
+                f"Run started {started or '?'}, git `{first.get('git')}`.", "",
                 (f"`{first['factory']}`, search {first['query_params']}, "
                  f"{first['threads']} threads"), "",
                 ("| round | live | n_lists | max bucket / mean | delete /s | insert /s "

@@ -156,3 +156,15 @@ def test_rebuild_each_round_records_a_fresh_build_per_round(tmp_path):
     assert all(ln["n_lists"] == 16 and ln["bucket_max_over_mean"] >= 1 for ln in lines)
     (s,) = churn.summarize(lines)
     assert s["recall_reference"] == "same live set"
+
+
+def test_a_rerun_is_summarized_apart_from_the_first_run():
+    first = [_line(0, 0.95, timestamp="2026-11-21T10:00:00+00:00"),
+             _line(1, 0.94, insert_per_s=1.0, delete_per_s=1.0,
+                   timestamp="2026-11-21T10:00:00+00:00")]
+    rerun = [{**ln, "timestamp": "2026-11-21T11:30:00+00:00", "recall@10": 0.90}
+             for ln in first]
+    summaries = churn.summarize(first + rerun)
+    assert [s["mean_recall@10"] for s in summaries] == pytest.approx([0.945, 0.90])
+    text = churn.summary_markdown(summaries)
+    assert "| e (run 10:00 UTC) |" in text and "| e (run 11:30 UTC) |" in text

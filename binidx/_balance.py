@@ -48,7 +48,7 @@ SPLIT_ITERATIONS = 8
 LOCAL_LLOYD = 3
 
 
-def rebalance(index: "Index", inserted: int, removed_from: np.ndarray) -> int:
+def rebalance(index: Index, inserted: int, removed_from: np.ndarray) -> int:
     """Split and dissolve buckets of ``index`` after a write batch.
 
     Parameters
@@ -77,17 +77,23 @@ def rebalance(index: "Index", inserted: int, removed_from: np.ndarray) -> int:
         return _rebalance(index, inserted, removed_from)
 
 
+_BLAS = None  # threadpoolctl controller, made once: inspecting the loaded libraries costs ~1 ms
+
+
 def _one_blas_thread():
     """The products here are small (a few thousand rows): a multi-threaded BLAS spends
     more time waking threads than computing, 6x more on a loaded 2-core machine."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            return contextlib.nullcontext()
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
-def _rebalance(index: "Index", inserted: int, removed_from: np.ndarray) -> int:
+def _rebalance(index: Index, inserted: int, removed_from: np.ndarray) -> int:
     buckets = index._buckets
     n_live = len(index._store)
     work = _Rebalancer(index)
@@ -121,7 +127,7 @@ def _rebalance(index: "Index", inserted: int, removed_from: np.ndarray) -> int:
 class _Rebalancer:
     """Split / dissolve on a private copy of the centroids, installed by :meth:`finish`."""
 
-    def __init__(self, index: "Index") -> None:
+    def __init__(self, index: Index) -> None:
         self.index = index
         self.buckets = index._buckets
         self.store = index._store

@@ -24,9 +24,22 @@ class Snapshot:
     arrays the pointers refer to, so they outlive any writer replacing them.
     """
 
-    __slots__ = ("epoch", "n_lists", "centroids_t", "centroid_norms", "centroids_rot",
-                 "code_ptrs", "factor_ptrs", "slot_ptrs", "sizes", "vectors", "slot_ids", "death",
-                 "n_live", "keepalive")
+    __slots__ = (
+        "centroid_norms",
+        "centroids_rot",
+        "centroids_t",
+        "code_ptrs",
+        "death",
+        "epoch",
+        "factor_ptrs",
+        "keepalive",
+        "n_lists",
+        "n_live",
+        "sizes",
+        "slot_ids",
+        "slot_ptrs",
+        "vectors",
+    )
 
     def __init__(self, epoch: int, **fields) -> None:
         self.epoch = epoch
@@ -39,7 +52,7 @@ class _Reading:
 
     __slots__ = ("_registry", "_snap")
 
-    def __init__(self, registry: "ReaderRegistry") -> None:
+    def __init__(self, registry: ReaderRegistry) -> None:
         self._registry = registry
         self._snap = None
 
@@ -90,7 +103,3 @@ class ReaderRegistry:
         with self._lock:
             current = self.current.epoch if self.current is not None else 0
             return min(self._readers, default=current)
-
-    def active_readers(self) -> int:
-        with self._lock:
-            return sum(self._readers.values())

@@ -246,7 +246,7 @@ class BucketStore:
 
     @classmethod
     def from_arrays(cls, sizes: np.ndarray, codes: np.ndarray, factors: np.ndarray,
-                    list_slots: np.ndarray) -> "BucketStore":
+                    list_slots: np.ndarray) -> BucketStore:
         """Buckets whose blocks are consecutive slices of blocked ``codes`` / ``factors``
         and whose slots are consecutive slices of ``list_slots`` (bucket after bucket).
 
@@ -320,7 +320,7 @@ class VectorStore:
         self._id_map: IdMap | None = IdMap()
 
     @classmethod
-    def from_arrays(cls, vectors: np.ndarray, slot_ids: np.ndarray, slot_buckets: np.ndarray) -> "VectorStore":
+    def from_arrays(cls, vectors: np.ndarray, slot_ids: np.ndarray, slot_buckets: np.ndarray) -> VectorStore:
         """A store over ``vectors`` / ``slot_ids`` as given (e.g. memory-mapped): slot i
         holds ``vectors[i]`` with id ``slot_ids[i]``, or is free when that id is -1."""
         store = cls(vectors.shape[1])
@@ -449,11 +449,15 @@ class VectorStore:
                 keep.append((batch, slots))
         self.pending = keep
 
-    def compaction_plan(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """When fewer than half the slots hold a vector, the (old, new) slot pairs that
-        move the highest live slots into the lowest free ones, else None."""
+    def is_sparse(self) -> bool:
+        """Fewer than half the slots hold a vector (and the arrays are worth shrinking)."""
         capacity = self.vectors.shape[0]
-        if capacity <= 4096 or 2 * self.n_live >= capacity:
+        return capacity > 4096 and 2 * self.n_live < capacity
+
+    def compaction_plan(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """When :meth:`is_sparse`, the (old, new) slot pairs that move the highest live
+        slots into the lowest free ones, else None."""
+        if not self.is_sparse():
             return None
         live = self._live_mask()
         old = np.flatnonzero(live[self.n_live:]) + self.n_live

@@ -200,7 +200,7 @@ class Index:
         self._n_rerank = check_positive_int(value, "n_rerank", allow_none=True)
 
     # ------------------------------------------------------------------ training
-    def train(self, x: Any, *, n_iter: int = _kmeans.DEFAULT_N_ITER) -> "Index":
+    def train(self, x: Any, *, n_iter: int = _kmeans.DEFAULT_N_ITER) -> Index:
         """Fit the k-means buckets and the binary encoder on ``x``.
 
         Parameters
@@ -375,7 +375,7 @@ class Index:
 
     def _compact_if_sparse(self) -> None:
         """Give float-vector memory back once fewer than half the slots are in use."""
-        if self._store.compaction_plan() is None:
+        if not self._store.is_sparse():
             return
         self._purge_tombstones(np.flatnonzero(self._buckets.dead))
         old, new = self._store.compaction_plan()
@@ -705,7 +705,7 @@ class Index:
             raise ReadOnlyIndexError(f"cannot {action}: {self._read_only_reason}")
 
     # -------------------------------------------------------------- persistence
-    def save(self, path: "str | os.PathLike") -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write the index to one self-describing file (see docs/format.md).
 
         The file is written to a temporary name, fsynced and renamed: a crash in the
@@ -752,7 +752,7 @@ class Index:
 
     @classmethod
     def _from_state(cls, params: dict, arrays: dict, *, read_only_reason: str | None = None,
-                    copy: bool = True) -> "Index":
+                    copy: bool = True) -> Index:
         """Rebuild an index from :meth:`_get_state` output.
 
         With ``copy=False`` the index takes the arrays over (they become its buckets and

@@ -328,6 +328,42 @@ def test_all_paths_give_identical_searches(metric):
     assert (results[256, "generic", "filtered"].ids % 3 == 0).all()
 
 
+@pytest.mark.parametrize("dim,n", [(40, 100), (128, 2048), (128, 64), (24, 13)])
+def test_batched_coarse_products_are_bit_identical(kernel_path, dim, n):
+    """matmat_t (groups of queries, 64-column tiles, blocks of 4 rows) gives every output
+    the same float operations in the same order as matvec_t (one query)."""
+    rng = np.random.default_rng(dim + n)
+    at = rng.standard_normal((dim, n)).astype(np.float32)
+    for m in (1, 3, 4, 6, 16, 17):
+        q = rng.standard_normal((m, dim)).astype(np.float32)
+        batched = _search.coarse_products(at, q, True)
+        single = _search.coarse_products(at, q, False)
+        assert np.array_equal(batched, single), m
+        np.testing.assert_allclose(batched, q.astype(np.float64) @ at, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+@pytest.mark.parametrize("n_lists", [100, 40])
+def test_batched_coarse_products_match_one_query_at_a_time(kernel_path, metric, n_lists):
+    """A batch computes the coarse products (every centroid, and the rotation) of up to 16
+    queries at once, in 64-centroid tiles and blocks of 4 queries; the keys, hence the
+    probes and the results, must be bit-identical to searching one query per call.
+
+    70 queries on one thread: groups of 16 and a last group of 6 (one block of 4, two rows
+    alone); 100 lists: one tile and a 36-centroid tail; 40 lists: only a tail."""
+    x = _mixture(3000, 40, seed=8)
+    q = _mixture(70, 40, seed=9)
+    index = binidx.build(x, metric=metric, n_bits=128, n_lists=n_lists, seed=2)
+    batch = index.search(q, k=10, n_probe=7, n_rerank=20, n_threads=1)
+    want = ref.search_reference(index, q, 10, 7, 20)
+    assert np.array_equal(batch.ids, want[1])
+    assert np.array_equal(batch.distances, want[0])
+    for i in range(len(q)):
+        one = index.search(q[i], k=10, n_probe=7, n_rerank=20)
+        assert np.array_equal(one.ids[0], batch.ids[i]), i
+        assert np.array_equal(one.distances[0], batch.distances[i]), i
+
+
 class _SharedPass:
     """The kernel module, with every search run in chunks sharing one pass per bucket."""
 

@@ -50,10 +50,17 @@ cdef extern from "simd_kernels.h" namespace "binidx":
     ctypedef void (*quantize_fn)(const float*, const float*, float*, int64_t, int, uint64_t*,
                                  ScanConsts*) noexcept nogil
 
+    ctypedef void (*matvec_fn)(const float*, const float*, int64_t, int64_t,
+                               float*) noexcept nogil
+    ctypedef void (*matmat_fn)(const float*, const float*, int64_t, int64_t, int64_t,
+                               float*) noexcept nogil
+
     ctypedef struct Kernels:
         scan_fn scan
         scan_admit_fn scan_admit
         quantize_fn quantize
+        matvec_fn matvec_t
+        matmat_fn matmat_t
         dist_fn l2
         dist_fn dot
         const char* name
@@ -335,6 +342,27 @@ def gather_sum(const float[:, ::1] vectors, const int32_t[::1] rows, int64_t ahe
     with nogil:
         x = f(&vectors[0, 0], vectors.shape[1], &rows[0], rows.shape[0], ahead)
     return x
+
+
+def coarse_products(const float[:, ::1] at, const float[:, ::1] queries, bint batched):
+    """``queries @ at`` as the search computes it: ``batched`` with the kernel that serves a
+    group of queries at once (matmat_t), else one query at a time (matvec_t).  For tests:
+    the two must agree bit for bit."""
+    cdef int64_t m = queries.shape[0], dim = at.shape[0], n = at.shape[1], i
+    if queries.shape[1] != dim:
+        raise ValueError(f"queries have {queries.shape[1]} columns, the matrix {dim} rows")
+    out = np.empty((m, n), dtype=np.float32)
+    cdef float[:, ::1] ov = out
+    cdef Kernels K = kernels_for_path(_active_path)
+    if m == 0 or n == 0:
+        return out
+    with nogil:
+        if batched:
+            K.matmat_t(&at[0, 0], &queries[0, 0], m, dim, n, &ov[0, 0])
+        else:
+            for i in range(m):
+                K.matvec_t(&at[0, 0], &queries[i, 0], dim, n, &ov[i, 0])
+    return out
 
 
 def rerank_rows(const float[:, ::1] queries, const float[:, ::1] vectors,

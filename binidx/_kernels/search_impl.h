@@ -134,21 +134,6 @@ static void rerank(const IndexView& v, const Kernels& K, const float* q, const C
 }
 
 // Phase 1 of a query: coarse probe selection, rotation, and an empty candidate buffer.
-// Replace the largest entry of the max-heap heap[0, n) with x (x < heap[0]) and restore
-// the heap: one sift-down, where pop_heap + push_heap would walk the heap twice.
-static inline void replace_top(Candidate* heap, int64_t n, Candidate x) {
-    int64_t i = 0;
-    for (;;) {
-        int64_t child = 2 * i + 1;
-        if (child >= n) break;
-        if (child + 1 < n && heap[child + 1] > heap[child]) ++child;
-        if (heap[child] <= x) break;
-        heap[i] = heap[child];
-        i = child;
-    }
-    heap[i] = x;
-}
-
 // dots / qrot, when given, are <q, c> for every centroid and P q, computed for a group of
 // queries at once (coarse_group); otherwise they are computed here.
 static void start_query(const IndexView& v, const Kernels& K, const float* q, int n_probe,
@@ -164,30 +149,39 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
         K.matvec_t(v.centroids_t, q, dim, v.n_lists, ws.dots.data());
         dots = ws.dots.data();
     }
-    // The np best kept in a max-heap of (key, bucket): past the first np, most centroids
-    // cost one comparison with the worst kept one.  (nth_element over every centroid took
-    // 40% of a sift-1m query at n_probe 1, 2,000 lists.)  Keys are unique, so the probes
-    // and their order are the same as a full sort's.
+    // The np best (key, bucket) pairs, selected like the scan's candidates: keys below
+    // the running threshold go to a buffer of 2 np entries; when it fills, nth_element
+    // keeps the np best and the worst of them becomes the threshold, so past the first
+    // buffer most centroids cost one comparison.  nth_element over every centroid took 40%
+    // of a sift-1m query at n_probe 1 (2,000 lists); a bounded heap still ~15% of a
+    // dev-text query at n_probe 128 of 588.  Keys are unique (the bucket breaks ties), so
+    // the probes and their order are those of a full sort.
     const float qnorm = l2 ? K.dot(q, q, dim) : 0.0f;
     const int64_t np = std::min<int64_t>(n_probe, v.n_lists);
-    Candidate* heap = ws.coarse.data();
+    const int64_t coarse_cap = std::min<int64_t>(2 * np, v.n_lists);
+    Candidate* buf = ws.coarse.data();
+    Candidate threshold = ~(Candidate)0;
+    int64_t m = 0;
     for (int64_t c = 0; c < v.n_lists; ++c) {
         const float key = l2 ? std::max(0.0f, qnorm + v.centroid_norms[c] - 2.0f * dots[c])
                              : -dots[c];
         ws.dots[(size_t)c] = key;
         const Candidate cand = make_candidate(key, (int32_t)c);
-        if (c < np) {
-            heap[c] = cand;
-            if (c + 1 == np) std::make_heap(heap, heap + np);
-        } else if (cand < heap[0]) {
-            replace_top(heap, np, cand);
+        if (cand < threshold) {
+            buf[m++] = cand;
+            if (m == coarse_cap) {
+                std::nth_element(buf, buf + np - 1, buf + m);
+                threshold = buf[np - 1];
+                m = np;
+            }
         }
     }
-    std::sort_heap(heap, heap + np);
+    if (m > np) std::nth_element(buf, buf + np, buf + m);
+    std::sort(buf, buf + np);
     s.probes.resize((size_t)np);
     s.probe_keys.resize((size_t)np);
     for (int64_t p = 0; p < np; ++p) {
-        const int32_t b = candidate_slot(ws.coarse[(size_t)p]);
+        const int32_t b = candidate_slot(buf[p]);
         s.probes[(size_t)p] = b;
         s.probe_keys[(size_t)p] = ws.dots[(size_t)b];  // the estimator's beta for bucket b
     }

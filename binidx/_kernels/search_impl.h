@@ -162,11 +162,18 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
     Candidate* buf = ws.coarse.data();
     Candidate threshold = ~(Candidate)0;
     int64_t m = 0;
+    // Keys first, in a loop that vectorises; then the selection, whose branch is rarely
+    // taken once the buffer has filled.
+    float* keys = ws.dots.data();
+    if (l2) {
+        const float* norms = v.centroid_norms;
+        for (int64_t c = 0; c < v.n_lists; ++c)
+            keys[c] = std::max(0.0f, qnorm + norms[c] - 2.0f * dots[c]);
+    } else {
+        for (int64_t c = 0; c < v.n_lists; ++c) keys[c] = -dots[c];
+    }
     for (int64_t c = 0; c < v.n_lists; ++c) {
-        const float key = l2 ? std::max(0.0f, qnorm + v.centroid_norms[c] - 2.0f * dots[c])
-                             : -dots[c];
-        ws.dots[(size_t)c] = key;
-        const Candidate cand = make_candidate(key, (int32_t)c);
+        const Candidate cand = make_candidate(keys[c], (int32_t)c);
         if (cand < threshold) {
             buf[m++] = cand;
             if (m == coarse_cap) {

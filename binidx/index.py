@@ -814,7 +814,11 @@ class Index:
         self._readers.publish(Snapshot(
             self._epoch, n_lists=self._centroids.shape[0], centroids_t=self._centroids_t,
             centroid_norms=self._centroid_norms, centroids_rot=self._centroids_rot,
-            vectors=self._store.vectors, slot_ids=self._store.slot_ids, death=self._store.death,
+            vectors=self._store.vectors, slot_ids=self._store.slot_ids,
+            # Without tombstones in the buckets every row is live as of this snapshot (later
+            # removals die after its epoch), so the kernel need not read death[slot] for
+            # each admitted candidate: a random read per candidate, 8% of a sift-1m query.
+            death=self._store.death if self._buckets.dead.any() else self._store.death[:0],
             n_live=len(self._store),
             **self._buckets.view()))
 

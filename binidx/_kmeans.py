@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _blas
 from .errors import InvalidInputError
 
 # Training sample: this many points per centroid at most.  FAISS samples up to 256 and
@@ -22,6 +23,8 @@ DEFAULT_N_ITER = 10
 # Rows per block of the point-to-centroid distance matrix: about 32 MB of float32 at any
 # n_lists (8192 rows x 4000 lists would be 131 MB of temporary at a 1M-vector build).
 _BLOCK_FLOATS = 8 * 1024 * 1024
+# Blocks run on all cores at once (binidx/_blas.py): each gets a share of that budget.
+_BLOCK_SPLIT = 4
 
 _numba_kernels = None
 
@@ -51,14 +54,21 @@ def assign(x: np.ndarray, centroids: np.ndarray, centroid_norms: np.ndarray | No
         centroid_norms = squared_norms(centroids)
     centroids_m2 = np.float32(-2.0) * centroids
     labels = np.empty(x.shape[0], dtype=np.int32)
-    rows = max(256, _BLOCK_FLOATS // max(1, centroids.shape[0]))
-    for start in range(0, x.shape[0], rows):
+    rows = max(256, _BLOCK_FLOATS // max(1, centroids.shape[0]) // _BLOCK_SPLIT)
+
+    def assign_block(start: int) -> None:
         block = x[start:start + rows]
         # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
         # One temporary, updated in place: the block product is memory-bound otherwise.
         d = block @ centroids_m2.T
         d += centroid_norms
         labels[start:start + block.shape[0]] = np.argmin(d, axis=1)
+
+    starts = range(0, x.shape[0], rows)
+    if len(starts) == 1:
+        assign_block(0)  # small products (splits, reassignment) stay on the caller's thread
+    else:
+        _blas.run_blocks(assign_block, starts)
     return labels
 
 

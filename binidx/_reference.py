@@ -226,8 +226,8 @@ def matvec_t_reference(at: np.ndarray, q: np.ndarray) -> np.ndarray:
     """``at.T @ q`` for a matrix stored transposed, summed as the kernels sum it.
 
     Output ``i`` accumulates ``q[j] * at[j, i]`` for ``j = 0, 1, ...`` in order, in float32
-    (``matvec_t_body``), which is how the search computes the coarse inner products and
-    the rotated query.
+    (``matvec_t_body``, and ``matmat_t_body`` for several queries at once), which is how
+    the search computes the coarse inner products and the rotated query.
 
     Parameters
     ----------

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _codes, _kmeans
+from . import _batching, _codes, _kmeans
 from ._exact import SearchResult, normalize_rows
 from ._kernels import _search
 from ._labels import LabelStore, as_labels
@@ -552,12 +552,19 @@ class Index:
 
     def _search_ivf(self, snap: Snapshot, q, k, n_probe, n_rerank, n_threads, distances, ids,
                     mask) -> None:
+        n_probe = min(n_probe, snap.n_lists)
+        chunk = 0
+        if q.shape[0] >= _batching.SHARED_MIN_CHUNK:  # (skips the rule for small batches)
+            # Per vector: its code, two factors and its slot.
+            chunk = _batching.shared_chunk(q.shape[0], n_threads, n_probe, snap.n_lists,
+                                           snap.n_live * (self._n_bits // 8 + 12))
         _search.search(
-            q, k, min(n_probe, snap.n_lists), n_rerank, n_threads,
+            q, k, n_probe, n_rerank, n_threads,
             0 if self._metric == "l2" else 1,
             snap.centroids_t, snap.centroid_norms, snap.centroids_rot, self._projection_t,
             snap.code_ptrs, snap.factor_ptrs, snap.slot_ptrs, snap.sizes,
             snap.vectors, snap.slot_ids, distances, ids, mask, snap.death, snap.epoch,
+            shared_chunk=chunk,
         )
 
     def _search_exact(self, snap: Snapshot, q, k, n_threads, distances, ids, subset) -> None:

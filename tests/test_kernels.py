@@ -364,40 +364,6 @@ def test_batched_coarse_products_match_one_query_at_a_time(kernel_path, metric, 
         assert np.array_equal(one.distances[0], batch.distances[i]), i
 
 
-class _SharedPass:
-    """The kernel module, with every search run in chunks sharing one pass per bucket."""
-
-    def __init__(self, chunk: int):
-        self.chunk = chunk
-
-    def __getattr__(self, name):
-        return getattr(_search, name)
-
-    def search(self, *args, **kwargs):
-        return _search.search(*args, **kwargs, shared_chunk=self.chunk)
-
-
-@pytest.mark.parametrize("metric", ["l2", "ip"])
-def test_shared_pass_over_buckets_gives_identical_searches(kernel_path, metric, monkeypatch):
-    """Chunks of queries scanning each bucket once return what one-query-at-a-time does."""
-    import binidx.index
-
-    x = _mixture(3000, 40, seed=6)
-    q = _mixture(45, 40, seed=7)
-    index = binidx.build(x, metric=metric, n_bits=128, n_lists=30, seed=2)
-    params = [{"k": 10, "n_probe": 6, "n_rerank": 20, "n_threads": 1},
-              {"k": 5, "n_probe": 30, "n_rerank": 5, "n_threads": 2},   # buffer refreshed often
-              {"k": 10, "n_probe": 8, "n_rerank": 40, "n_threads": 2,
-               "allowed_ids": np.arange(0, 3000, 4)}]
-    want = [index.search(q, **p) for p in params]
-    for chunk in (1, 7, 64):
-        monkeypatch.setattr(binidx.index, "_search", _SharedPass(chunk))
-        for p, (d0, i0) in zip(params, want):
-            d, i = index.search(q, **p)
-            assert np.array_equal(i, i0), (chunk, p)
-            assert np.array_equal(d, d0), (chunk, p)
-
-
 def _supported_paths():
     return list(_search.PATH_NAMES[:_search.PATH_NAMES.index(_search.best_path()) + 1])
 

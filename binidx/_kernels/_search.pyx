@@ -112,6 +112,15 @@ cdef extern from "search_impl.h" namespace "binidx":
                        const int32_t* subset, int64_t m, int k, int n_threads, float* out_d,
                        int64_t* out_i) nogil
 
+    int PROF_N_PHASES
+    int PROF_N_COUNTS
+    ctypedef struct Profile:
+        uint64_t cycles[11]
+        uint64_t counts[5]
+    Profile prof_total
+    bint PROFILING
+    uint64_t prof_tsc() nogil
+
 
 PATH_NAMES = ("generic", "avx2", "avx512")
 
@@ -164,6 +173,35 @@ cdef extern from *:
     int BINIDX_OPENMP_FLAG
 
 _HAVE_OPENMP = BINIDX_OPENMP_FLAG
+
+
+PROFILE_PHASES = ("matvec", "coarse", "rotate", "drop", "quantize", "scan", "refresh", "select", "rerank", "topk",
+                  "group")
+PROFILE_COUNTS = ("queries", "pairs", "codes", "admitted", "refreshes")
+
+
+def profile(bint reset=True):
+    """Cycles per search phase and event counts summed since the last reset, or None
+    when the kernels were built without ``-DBINIDX_PROFILE`` (the normal build).
+
+    Returns a dict: phase name -> time-stamp-counter cycles, count name -> count.
+    """
+    if not PROFILING:
+        return None
+    assert PROF_N_PHASES == len(PROFILE_PHASES) and PROF_N_COUNTS == len(PROFILE_COUNTS)
+    out = {name: int(prof_total.cycles[i]) for i, name in enumerate(PROFILE_PHASES)}
+    out.update({name: int(prof_total.counts[i]) for i, name in enumerate(PROFILE_COUNTS)})
+    if reset:
+        for i in range(PROF_N_PHASES):
+            prof_total.cycles[i] = 0
+        for i in range(PROF_N_COUNTS):
+            prof_total.counts[i] = 0
+    return out
+
+
+def tsc():
+    """The time-stamp counter (profiling builds; 0 otherwise)."""
+    return prof_tsc()
 
 
 def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, int n_threads,

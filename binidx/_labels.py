@@ -44,25 +44,35 @@ def as_label_set(labels) -> np.ndarray:
 
 
 class LabelStore:
+    """The label of each slot and, per label, the list of its slots.
+
+    The slot-indexed arrays are allocated when the first label is given: an index that
+    never uses labels pays nothing for them (they cost 12 bytes per slot).
+    """
+
     def __init__(self) -> None:
         self.slot_labels = np.full(0, NO_LABEL, np.int64)
         self.slot_pos = np.zeros(0, np.int32)
         self.lists: dict[int, np.ndarray] = {}
         self.sizes: dict[int, int] = {}
         self.used = False  # no label was ever given: filtering by label finds nothing
+        self.capacity = 0  # slots the arrays must cover once they exist
 
     @classmethod
     def from_array(cls, slot_labels: np.ndarray) -> "LabelStore":
         store = cls()
-        store.slot_labels = np.array(slot_labels, dtype=np.int64)
-        store.slot_pos = np.zeros(store.slot_labels.shape[0], np.int32)
-        labelled = np.flatnonzero(store.slot_labels >= 0)
-        store.used = bool(labelled.size)
-        store._append(labelled, store.slot_labels[labelled])
+        store.capacity = slot_labels.shape[0]
+        labelled = np.flatnonzero(np.asarray(slot_labels) >= 0)
+        if labelled.size:
+            store.used = True
+            store.slot_labels = np.array(slot_labels, dtype=np.int64)
+            store.slot_pos = np.zeros(store.capacity, np.int32)
+            store._append(labelled, store.slot_labels[labelled])
         return store
 
     def grow(self, capacity: int) -> None:
-        if capacity > self.slot_labels.shape[0]:
+        self.capacity = max(self.capacity, capacity)
+        if self.used and capacity > self.slot_labels.shape[0]:
             old = self.slot_labels.shape[0]
             labels = np.full(capacity, NO_LABEL, np.int64)
             labels[:old] = self.slot_labels
@@ -73,9 +83,12 @@ class LabelStore:
     def assign(self, slots: np.ndarray, labels: np.ndarray | None) -> None:
         """Give newly filled slots their labels (None: unlabelled)."""
         if labels is None:
-            self.slot_labels[slots] = NO_LABEL
+            if self.used:
+                self.slot_labels[slots] = NO_LABEL
             return
-        self.used = True
+        if not self.used:
+            self.used = True
+            self.grow(self.capacity)
         self.slot_labels[slots] = labels
         self._append(slots, labels)
 
@@ -114,6 +127,10 @@ class LabelStore:
             else:
                 del self.sizes[label], self.lists[label]
         self.slot_labels[slots] = NO_LABEL
+
+    def nbytes(self) -> int:
+        return int(self.slot_labels.nbytes + self.slot_pos.nbytes
+                   + sum(lst.nbytes for lst in self.lists.values()))
 
     def slots_with(self, labels: np.ndarray) -> np.ndarray:
         """Slots carrying any of ``labels`` (int32, sorted)."""

@@ -35,6 +35,7 @@ class Snapshot:
         "keepalive",
         "n_lists",
         "n_live",
+        "projection_t",
         "sizes",
         "slot_ids",
         "slot_ptrs",

@@ -23,6 +23,14 @@ _GROWTH = 1.5
 BLOCK = 8  # codes per block; must match BLOCK in _kernels/simd_kernels.h
 
 
+def grown_capacity(capacity: int, needed: int, minimum: int) -> int:
+    """Capacity for ``needed`` rows when ``capacity`` is too small: geometric growth
+    (amortised O(1) appends), except that a request larger than one growth step gets
+    exactly what it asks for, so a bulk add leaves no spare capacity behind."""
+    step = max(int(capacity * _GROWTH), minimum)
+    return needed if needed > step else step
+
+
 def n_blocks(size) -> np.ndarray:
     """Blocks needed for ``size`` codes (elementwise)."""
     return (np.asarray(size) + BLOCK - 1) // BLOCK
@@ -113,7 +121,14 @@ class BucketStore:
         capacity = self.slots[b].shape[0]
         if needed <= capacity and self.owned[b]:
             return
-        self._resize(b, max(needed, int(capacity * _GROWTH), _MIN_CAPACITY))
+        self._resize(b, grown_capacity(capacity, needed, _MIN_CAPACITY))
+
+    def reserve(self, labels: np.ndarray) -> None:
+        """Make room for one more row in bucket ``labels[i]`` for each i, in one
+        allocation per bucket that must grow (a bulk add then leaves no spare capacity)."""
+        buckets, counts = np.unique(labels, return_counts=True)
+        for b, needed in zip(buckets.tolist(), (self.sizes[buckets] + counts).tolist()):
+            self._reserve(b, needed)
 
     def _write_rows(self, b: int, positions: np.ndarray, codes: np.ndarray,
                     factors: np.ndarray, slots: np.ndarray) -> None:
@@ -181,10 +196,10 @@ class BucketStore:
 
     def replace(self, b: int, codes: np.ndarray, factors: np.ndarray, slots: np.ndarray) -> None:
         """Make bucket b hold exactly these row-wise codes (n, n_words), factors (n, 2) and
-        slots (n,), in fresh arrays with room to grow."""
+        slots (n,), in fresh arrays of that size."""
         n = slots.shape[0]
-        capacity = max(int(n * 1.25), _MIN_CAPACITY)
-        blocks = int(n_blocks(capacity))
+        # Exact size: a later append grows the bucket geometrically (see grown_capacity).
+        blocks = int(n_blocks(n))
         cb, fb = to_blocks(codes, factors)
         self.codes[b] = np.zeros((blocks, self.n_words, BLOCK), np.uint64)
         self.factors[b] = np.zeros((blocks, 2, BLOCK), np.float32)
@@ -280,14 +295,28 @@ class BucketStore:
         slots = np.concatenate([self.slots[b][:sizes[b]] for b in range(self.n_lists)])
         return sizes, codes, factors, slots
 
-    def nbytes(self) -> int:
-        """Bytes allocated for the inverted lists (codes, factors, slots, with spare
-        capacity) and their tables; views into a loaded file count their used part."""
-        arrays = sum(c.nbytes + f.nbytes + s.nbytes
-                     for c, f, s in zip(self.codes, self.factors, self.slots))
+    def memory_parts(self) -> dict[str, int]:
+        """Bytes allocated, by part: ``codes``, ``factors`` and ``list_slots`` (the
+        buckets' arrays, spare capacity included; views into a loaded file count their
+        used part), ``tables`` (sizes and pointer tables: what a search reads besides
+        the arrays), ``writer`` (what only updates read: the position of each slot in
+        its bucket, per-bucket flags) and ``spare`` (the unused capacity inside the
+        first three)."""
+        sizes = self.sizes.tolist()
+        codes = factors = slots = spare = 0
+        for c, f, s, size in zip(self.codes, self.factors, self.slots, sizes):
+            codes += c.nbytes
+            factors += f.nbytes
+            slots += s.nbytes
+            used = (size + BLOCK - 1) // BLOCK
+            if c.shape[0] > used:
+                spare += (c.shape[0] - used) * (c.nbytes + f.nbytes) // c.shape[0]
+            spare += max(0, s.nbytes - used * BLOCK * s.itemsize)
         tables = (self.sizes.nbytes + self.code_ptrs.nbytes + self.factor_ptrs.nbytes
-                  + self.slot_ptrs.nbytes + self.slot_pos.nbytes + self.owned.nbytes)
-        return int(arrays + tables)
+                  + self.slot_ptrs.nbytes)
+        writer = self.slot_pos.nbytes + self.owned.nbytes + self.fresh.nbytes + self.dead.nbytes
+        return {"codes": int(codes), "factors": int(factors), "list_slots": int(slots),
+                "tables": int(tables), "writer": int(writer), "spare": int(spare)}
 
 
 class VectorStore:
@@ -370,12 +399,16 @@ class VectorStore:
         (growing step by step would keep an old and a 1.5x larger copy alive together)."""
         self._grow(self.high_water + max(0, n_more - len(self.free)), exact=True)
 
+    def make_room(self, n_more: int) -> None:
+        """Grow now, once, for ``n_more`` new vectors (see ``grown_capacity``: a bulk add
+        gets arrays of exactly the size it needs, in one reallocation)."""
+        self._grow(self.high_water + max(0, n_more - len(self.free)))
+
     def _grow(self, needed: int, exact: bool = False) -> None:
         capacity = self.vectors.shape[0]
         if needed <= capacity:
             return
-        new_capacity = needed if exact else max(needed, int(capacity * _GROWTH), 1024)
-        self._reallocate(new_capacity)
+        self._reallocate(needed if exact else grown_capacity(capacity, needed, 1024))
 
     def _reallocate(self, capacity: int) -> None:
         """Move the first ``high_water`` slots into new arrays (older snapshots keep the
@@ -484,10 +517,20 @@ class VectorStore:
         self.free = []
         self.pending = []
 
-    def nbytes(self) -> int:
+    def memory_parts(self) -> dict[str, int]:
+        """Bytes allocated, by part: ``vectors`` (the float32 rerank vectors),
+        ``slot_ids`` (the id of each slot, read for every reranked candidate),
+        ``tombstones`` (``death``, read for every admitted candidate), ``writer`` (the
+        id map, the bucket of each slot and the free-slot lists: read by updates and
+        lookups only) and ``spare`` (the unused capacity of slot_ids and tombstones)."""
         id_map = self._id_map.nbytes if self._id_map is not None else 0
-        return int(self.vectors.nbytes + self.slot_ids.nbytes + self.slot_buckets.nbytes
-                   + self.death.nbytes + id_map)
+        # Free slots are Python ints in a list: 8 bytes per entry plus the int object.
+        free = 36 * len(self.free) + sum(s.nbytes for _, s in self.pending)
+        unused = self.slot_ids.shape[0] - self.high_water
+        return {"vectors": int(self.vectors.nbytes), "slot_ids": int(self.slot_ids.nbytes),
+                "tombstones": int(self.death.nbytes),
+                "writer": int(self.slot_buckets.nbytes + id_map + free),
+                "spare": int(unused * (self.slot_ids.itemsize + self.death.itemsize))}
 
 
 def _int64(a: np.ndarray) -> np.ndarray:

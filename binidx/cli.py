@@ -709,9 +709,11 @@ def _cmd_info(args: argparse.Namespace, out: _Output) -> int:
     else:
         lines.append("lists       not trained")
     lines.append("memory      " + ", ".join(f"{part} {_human_bytes(memory[part])}"
-                                            for part in ("codes", "quantizer", "vectors",
-                                                         "resident", "total")
+                                            for part in ("resident", "vectors", "writer",
+                                                         "total")
                                             if part in memory))
+    lines.append("resident    " + ", ".join(f"{part} {_human_bytes(memory[part])}"
+                                            for part in index.RESIDENT_PARTS))
     if index.is_trained and sizes.size:
         lines += ["", "bucket sizes (vectors per bucket: number of buckets)"]
         lines += _histogram(sizes)

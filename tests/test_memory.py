@@ -29,3 +29,77 @@ def test_deleting_most_of_the_index_gives_memory_back_and_keeps_results_exact():
     # And the index keeps working: re-adding reuses the freed room.
     index.add(x[removed[:500]], ids=removed[:500], labels=labels[removed[:500]])
     assert len(index) == alive.size + 500
+
+
+# ------------------------------------------------------------- the accounting (issue 8)
+
+def _arrays_a_search_reads(index: binidx.Index) -> list[np.ndarray]:
+    """Every array the compiled search is given, from the published snapshot, except
+    the float vectors (the rerank reads those for a few candidates; they may be mapped)."""
+    snap = index._readers.current
+    found: dict[int, np.ndarray] = {}
+
+    def visit(value) -> None:
+        if isinstance(value, np.ndarray):
+            found[id(value)] = value
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+
+    for name in type(snap).__slots__:
+        if name != "vectors":
+            visit(getattr(snap, name, None))
+    return list(found.values())
+
+
+def _churned(dim: int = 24, n: int = 6000) -> binidx.Index:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    index = binidx.Index(dim, n_lists=16, seed=0).train(x)
+    index.add(x, labels=rng.integers(0, 4, n))
+    index.remove(np.arange(0, n, 7))
+    index.add(x[:100] + 1, ids=np.arange(n, n + 100))
+    return index
+
+
+def test_resident_is_exactly_what_a_search_reads():
+    index = _churned()
+    mem = index.memory_usage()
+    assert mem["resident"] == sum(mem[p] for p in binidx.Index.RESIDENT_PARTS)
+    assert mem["total"] == mem["resident"] + mem["vectors"] + mem["writer"]
+    # Counting the snapshot's arrays independently gives the same bytes: no array the
+    # search touches is left out, none is counted twice.
+    assert mem["resident"] == sum(a.nbytes for a in _arrays_a_search_reads(index))
+    assert mem["vectors"] == index._store.vectors.nbytes
+    assert 0 < mem["spare"] < mem["resident"]
+
+
+def test_a_bulk_add_leaves_no_spare_capacity():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((70_000, 16)).astype(np.float32)  # more than one add block
+    index = binidx.Index(16, n_lists=32, seed=0, balance=False).train(x[:5000])
+    index.add(x)
+    mem = index.memory_usage()
+    assert mem["spare"] == 0
+    assert index._store.vectors.shape[0] == 70_000
+    # Whole blocks of 8 codes: the padding of each bucket's last block is all there is.
+    used_blocks = int(((index._buckets.sizes + 7) // 8).sum())
+    assert mem["codes"] == used_blocks * 8 * 8
+    # A small add afterwards grows geometrically (amortised O(1)); that slack is spare.
+    index.add(x[:10] + 0.5, ids=np.arange(10**6, 10**6 + 10))
+    after = index.memory_usage()
+    assert 0 < after["spare"] <= 0.5 * after["resident"]
+
+
+def test_labels_cost_nothing_until_used():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 8)).astype(np.float32)
+    index = binidx.build(x, n_lists=4)
+    assert index._labels.nbytes() == 0
+    index.upsert(x[:5], ids=np.arange(5), labels=[1, 2, 1, 2, 3])
+    assert index._labels.slot_labels.shape[0] >= 3000
+    got = index.search(x[:3], 2, labels=[1]).ids
+    assert set(got.ravel().tolist()) <= {0, 2}

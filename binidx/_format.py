@@ -35,8 +35,13 @@ import numpy as np
 from ._version import __version__
 from .errors import IndexFormatError, InvalidDtypeError, InvalidInputError
 
-FORMAT_VERSION = 1
-"""The newest index file format version this binidx writes and reads."""
+FORMAT_VERSION = 2
+"""The newest index file format version this binidx writes and reads.
+
+The container (prelude, header, sections) is the same in versions 1 and 2; what changed
+is the content of an index file (docs/format.md 1.9): version 2 stores each vector's
+correction factors as bytes with per-bucket scales.  Readers of version 2 still read
+version 1 files."""
 
 MAGIC = b"\x89BINIDX\n"
 # Non-ASCII first byte (like PNG's) so no text file starts with it; the final newline

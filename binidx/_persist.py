@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _format
-from ._storage import BLOCK, n_blocks
+from ._storage import BLOCK, n_blocks, quantize_factors, scale_for_max
 from ._validation import first_duplicate
 from .errors import IndexFormatError
 from .index import CODE_LAYOUT
@@ -26,7 +26,8 @@ _SECTIONS = {
     "projection": ("<f4", 2),
     "list_sizes": ("<i8", 1),
     "codes": ("<u8", 3),
-    "factors": ("<f4", 3),
+    "factors": ("|u1", 3),
+    "factor_scales": ("<f4", 2),
     "list_slots": ("<i4", 1),
     "vectors": ("<f4", 2),
     "slot_ids": ("<i8", 1),
@@ -126,6 +127,8 @@ def _assemble(f: _format.IndexFile, where: str, read_only_reason: str | None):
         raise IndexFormatError(f"{where}: holds a {f.kind!r}, not a {KIND}")
     params, arrays = f.params, f.arrays
     try:
+        if f.header.get("format_version") == 1 and params.get("is_trained"):
+            arrays = _upgrade_v1(arrays)
         _check_consistency(params, arrays)
         return Index._from_state(params, arrays, read_only_reason=read_only_reason, copy=False)
     except IndexFormatError as exc:
@@ -133,6 +136,29 @@ def _assemble(f: _format.IndexFile, where: str, read_only_reason: str | None):
     except (KeyError, TypeError, ValueError) as exc:
         raise IndexFormatError(
             f"{where}: inconsistent index content ({exc!r}); the file is damaged") from None
+
+
+def _upgrade_v1(arrays: dict) -> dict:
+    """The arrays of a format-version-1 index file (float32 factors) as version 2 stores
+    them: each bucket's factors as bytes in steps of a scale that maps its largest factor
+    to 255, exactly as an index built now quantises them.  The other arrays are kept (a
+    mapped file stays mapped); only the factors, 2 bytes per vector, are new memory."""
+    factors, sizes = arrays.get("factors"), arrays.get("list_sizes")
+    if (not isinstance(factors, np.ndarray) or factors.dtype != np.dtype("<f4")
+            or factors.ndim != 3 or factors.shape[1:] != (2, BLOCK)
+            or not isinstance(sizes, np.ndarray) or sizes.ndim != 1 or (sizes < 0).any()
+            or int(n_blocks(sizes).sum()) != factors.shape[0]):
+        raise IndexFormatError("inconsistent index content: the version 1 factors do not "
+                               "match the bucket sizes; the file is damaged")
+    if not np.isfinite(factors).all() or (factors < 0).any():
+        raise IndexFormatError("inconsistent index content: a version 1 factor is negative "
+                               "or not finite; the file is damaged")
+    owner = np.repeat(np.arange(sizes.shape[0]), n_blocks(sizes))
+    top = np.zeros((sizes.shape[0], 2), np.float32)
+    np.maximum.at(top, owner, factors.max(axis=2))
+    scales = scale_for_max(top)
+    quantized = quantize_factors(factors, scales[owner][:, :, None])
+    return {**arrays, "factors": quantized, "factor_scales": scales}
 
 
 def _check_consistency(params: dict, arrays: dict) -> None:
@@ -174,6 +200,7 @@ def _check_consistency(params: dict, arrays: dict) -> None:
         "projection": (n_bits, dim),
         "codes": (blocks, n_bits // 64, BLOCK),
         "factors": (blocks, 2, BLOCK),
+        "factor_scales": (n_lists, 2),
         "list_slots": (n,),
         "vectors": (n_slots, dim),
     }
@@ -211,5 +238,8 @@ def _check_consistency(params: dict, arrays: dict) -> None:
                 f"expected <i8 and {(n_slots,)}")
         if n_slots and (int(labels.min()) < -1 or (labels[~live] != -1).any()):
             bad("a label is below -1, or a free slot carries a label")
+    scales = arrays["factor_scales"]
+    if not np.isfinite(scales).all() or (scales < 0).any():
+        bad("a factor scale is negative or not finite")
     if not isinstance(params.get("scale"), (int, float)) or not np.isfinite(params["scale"]):
         bad("the encoder scale is missing or not finite")

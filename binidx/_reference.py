@@ -127,7 +127,9 @@ def scan_reference(codes: np.ndarray, factors: np.ndarray, planes: np.ndarray, c
     Parameters
     ----------
     codes : ndarray of shape (n, n_words), uint64
-    factors : ndarray of shape (n, 2), float32
+    factors : ndarray of shape (n, 2)
+        ``(a, rn2)``, as float32 values or as the stored bytes (the search then folds the
+        bucket's scales into ``alpha`` and ``gamma``, see :func:`search_reference`).
     planes : ndarray of shape (4, n_words), uint64
     c1, c2, sum_w, alpha, beta, gamma : float
         Estimator constants (see ``ScanConsts`` in ``simd_kernels.h``).
@@ -276,19 +278,14 @@ def _select(keys: np.ndarray, slots: np.ndarray, keep: int) -> tuple[np.ndarray,
     return buf_k[best], buf_s[best]
 
 
-def _bucket_rows(buckets: Any, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Codes (size, n_words), factors (size, 2) and slots (size,) of bucket ``b``, in scan order.
+def _bucket_rows(buckets: Any, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Codes (size, n_words), factor bytes (size, 2), slots (size,) of bucket ``b`` in scan
+    order, and the bucket's factor scales (2,).
 
-    The one place that knows how :class:`binidx._storage.BucketStore` lays buckets out:
-    through its ``_read_rows`` when it stores blocks, by slicing when it stores rows.
+    The one place that knows how :class:`binidx._storage.BucketStore` lays buckets out.
     """
-    read_rows = getattr(buckets, "_read_rows", None)
-    if read_rows is not None:
-        codes, factors, slots = read_rows(b)
-    else:
-        size = int(buckets.sizes[b])
-        codes, factors, slots = buckets.codes[b][:size], buckets.factors[b][:size], buckets.slots[b][:size]
-    return codes, factors, np.asarray(slots, dtype=np.int64)
+    codes, factors, slots, scales = buckets.read_quantized(b)
+    return codes, factors, np.asarray(slots, dtype=np.int64), scales
 
 
 def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int
@@ -334,14 +331,18 @@ def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int
         qrot = matvec_t_reference(projection.T, qv)
         keys, slots = [], []
         for b in probes.tolist():
-            codes, factors, bucket_slots = _bucket_rows(buckets, b)
+            codes, factors, bucket_slots, scales = _bucket_rows(buckets, b)
             if bucket_slots.shape[0] == 0:
                 continue
+            # The factor bytes count in steps of the bucket's scales, folded into the
+            # constants as the search does: alpha * scale_a, gamma * scale_rn2.
+            sa, sr = _F32(scales[0]), _F32(scales[1])
             if l2:
                 est = estimate_reference(codes, factors, qrot - index._centroids_rot[b],
-                                         -2.0, coarse[b], 1.0)
+                                         _F32(-2.0) * sa, coarse[b], _F32(1.0) * sr)
             else:
-                est = estimate_reference(codes, factors, qrot, -1.0, coarse[b], 0.0)
+                est = estimate_reference(codes, factors, qrot, _F32(-1.0) * sa, coarse[b],
+                                         _F32(0.0) * sr)
             keys.append(est)
             slots.append(bucket_slots)
         if not keys:

@@ -32,6 +32,7 @@ class Snapshot:
         "death",
         "epoch",
         "factor_ptrs",
+        "factor_scales",
         "keepalive",
         "n_lists",
         "n_live",

@@ -36,14 +36,50 @@ def n_blocks(size) -> np.ndarray:
     return (np.asarray(size) + BLOCK - 1) // BLOCK
 
 
+# Per-vector factors are stored as one byte each, in steps of a per-bucket scale
+# (``factor_scale``): value = byte * scale, with the scale chosen so the bucket's largest
+# factor is 255 steps.  Two bytes per vector instead of two float32.
+FACTOR_DTYPE = np.uint8
+FACTOR_MAX = 255
+# A bucket whose rows outgrow its scale is re-quantised to this many times the scale
+# needed (see BucketStore._fit_scales).
+RESCALE_HEADROOM = 2.0
+
+
+def scale_for_max(top: np.ndarray) -> np.ndarray:
+    """The scale that maps a largest factor ``top`` to ``FACTOR_MAX`` (elementwise)."""
+    return (np.asarray(top, np.float32) / np.float32(FACTOR_MAX)).astype(np.float32)
+
+
+def factor_scale(factors: np.ndarray) -> np.ndarray:
+    """The scales (2,) float32 that map the largest of each column of ``factors`` (n, 2)
+    to ``FACTOR_MAX`` (0 for an empty or all-zero column)."""
+    return scale_for_max(factors.max(axis=0) if factors.shape[0] else np.zeros(2, np.float32))
+
+
+def quantize_factors(factors: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Factors (n, 2) as bytes in steps of ``scales`` (2,), or any shapes that broadcast:
+    round to nearest, and never above ``FACTOR_MAX`` (the caller picks scales that fit,
+    see :func:`factor_scale`); a zero scale gives zero bytes."""
+    safe = np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)
+    steps = np.rint(np.asarray(factors, np.float32) / safe)
+    return np.clip(np.where(scales > 0, steps, 0.0), 0, FACTOR_MAX).astype(FACTOR_DTYPE)
+
+
+def dequantize_factors(quantized: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The float32 factors (n, 2) that quantized bytes stand for."""
+    return quantized.astype(np.float32) * scales.astype(np.float32)
+
+
 def to_blocks(codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lay out row-wise codes (n, n_words) and factors (n, 2) in blocks of 8 vectors:
-    codes (blocks, n_words, 8), factors (blocks, 2, 8); the last block is zero-padded."""
+    codes (blocks, n_words, 8), factors (blocks, 2, 8) of the factors' own dtype; the
+    last block is zero-padded."""
     n, n_words = codes.shape
     nb = int(n_blocks(n))
     cb = np.zeros((nb * BLOCK, n_words), np.uint64)
     cb[:n] = codes
-    fb = np.zeros((nb * BLOCK, 2), np.float32)
+    fb = np.zeros((nb * BLOCK, 2), factors.dtype)
     fb[:n] = factors
     return (np.ascontiguousarray(cb.reshape(nb, BLOCK, n_words).transpose(0, 2, 1)),
             np.ascontiguousarray(fb.reshape(nb, BLOCK, 2).transpose(0, 2, 1)))
@@ -51,19 +87,22 @@ def to_blocks(codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.nd
 
 class BucketStore:
     """Inverted lists.  Bucket b holds ``sizes[b]`` vectors: codes (blocks, n_words, 8)
-    uint64 and factors (blocks, 2, 8) float32 in the blocked layout the scan kernel reads
-    (vector i is block i // 8, lane i % 8), and slots (blocks * 8,) int32."""
+    uint64 and factors (blocks, 2, 8) uint8 in the blocked layout the scan kernel reads
+    (vector i is block i // 8, lane i % 8), and slots (blocks * 8,) int32.  Factor j of
+    a vector of bucket b is its byte times ``scales[b, j]``."""
 
     def __init__(self, n_lists: int, n_words: int):
         self.n_lists = n_lists
         self.n_words = n_words
         self.sizes = np.zeros(n_lists, dtype=np.int64)
         self.codes = [np.zeros((0, n_words, BLOCK), np.uint64) for _ in range(n_lists)]
-        self.factors = [np.zeros((0, 2, BLOCK), np.float32) for _ in range(n_lists)]
+        self.factors = [np.zeros((0, 2, BLOCK), FACTOR_DTYPE) for _ in range(n_lists)]
         self.slots = [np.zeros(0, np.int32) for _ in range(n_lists)]
         self.code_ptrs = np.zeros(n_lists, dtype=np.uintp)
         self.factor_ptrs = np.zeros(n_lists, dtype=np.uintp)
         self.slot_ptrs = np.zeros(n_lists, dtype=np.uintp)
+        # Step of each bucket's factor bytes, (n_lists, 2); snapshots take a copy (view()).
+        self.scales = np.zeros((n_lists, 2), np.float32)
         # Position of each slot inside its bucket: lets a removal find its rows directly.
         self.slot_pos = np.zeros(0, np.int32)
         # False while a bucket's arrays are views into loaded (maybe mapped) sections.
@@ -101,6 +140,7 @@ class BucketStore:
             self._view = {
                 "code_ptrs": self.code_ptrs.copy(), "factor_ptrs": self.factor_ptrs.copy(),
                 "slot_ptrs": self.slot_ptrs.copy(), "sizes": self.sizes.copy(),
+                "factor_scales": self.scales.copy(),
                 "keepalive": (list(self.codes), list(self.factors), list(self.slots))}
         return self._view
 
@@ -130,18 +170,54 @@ class BucketStore:
         for b, needed in zip(buckets.tolist(), (self.sizes[buckets] + counts).tolist()):
             self._reserve(b, needed)
 
+    def _fit_scales(self, b: int, factors: np.ndarray) -> None:
+        """Make bucket b's scales cover ``factors`` (n, 2) float32 about to be written.
+
+        An empty bucket takes the exact scales of the rows (a bulk add quantises every
+        bucket optimally).  When a bucket that holds rows needs a larger scale, its
+        bytes are re-quantised, in place after a copy-on-write, to twice the scale
+        needed: rescaling is then rare (once per doubling of the largest factor) and the
+        error of repeated re-quantisation stays within one step (half a step per
+        rescale, each step at most half the next)."""
+        need = factor_scale(factors)
+        old = self.scales[b]
+        if (need <= old).all():
+            return
+        size = int(self.sizes[b])
+        headroom = np.float32(RESCALE_HEADROOM if size else 1.0)
+        new = np.where(need > old, need * headroom, old).astype(np.float32)
+        if size:
+            self._own(b)
+            blocks = self.factors[b][:int(n_blocks(size))]
+            blocks[:] = quantize_factors(dequantize_factors(blocks, old[None, :, None]),
+                                         new[None, :, None])
+        self.scales[b] = new
+        self._view = None
+
     def _write_rows(self, b: int, positions: np.ndarray, codes: np.ndarray,
                     factors: np.ndarray, slots: np.ndarray) -> None:
+        """Write rows at ``positions`` of bucket b; ``factors`` (n, 2) are float32 and
+        must fit the bucket's scales (:meth:`_fit_scales`)."""
         blk, lane = positions // BLOCK, positions % BLOCK
         self.codes[b][blk, :, lane] = codes
-        self.factors[b][blk, 0, lane] = factors[:, 0]
-        self.factors[b][blk, 1, lane] = factors[:, 1]
+        q = quantize_factors(factors, self.scales[b])
+        self.factors[b][blk, 0, lane] = q[:, 0]
+        self.factors[b][blk, 1, lane] = q[:, 1]
         self.slots[b][positions] = slots
         self._track(slots, positions)
 
     def _read_rows(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Live rows of bucket b, row-wise: codes (n, n_words), factors (n, 2), slots (n,)."""
+        """Rows of bucket b, row-wise: codes (n, n_words), factors (n, 2) float32 (the
+        values their bytes stand for), slots (n,)."""
         return self._read_positions(b, np.arange(int(self.sizes[b])))
+
+    def read_quantized(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of bucket b as stored: codes (n, n_words), factor bytes (n, 2), slots (n,),
+        and the bucket's scales (2,)."""
+        positions = np.arange(int(self.sizes[b]))
+        blk, lane = positions // BLOCK, positions % BLOCK
+        factors = np.stack([self.factors[b][blk, 0, lane], self.factors[b][blk, 1, lane]], axis=1)
+        return self.codes[b][blk, :, lane], factors, self.slots[b][positions], self.scales[b].copy()
 
     def append(self, labels: np.ndarray, codes: np.ndarray, factors: np.ndarray,
                slots: np.ndarray) -> None:
@@ -154,6 +230,7 @@ class BucketStore:
             rows = order[start:start + count]
             size = int(self.sizes[b])
             self._reserve(b, size + count)
+            self._fit_scales(b, factors[rows])
             self._write_rows(b, np.arange(size, size + count), codes[rows], factors[rows], slots[rows])
             self.sizes[b] = size + count
 
@@ -184,7 +261,7 @@ class BucketStore:
         used = int(n_blocks(self.sizes[b]))
         size = int(self.sizes[b])
         codes = np.zeros((blocks, self.n_words, BLOCK), np.uint64)
-        factors = np.zeros((blocks, 2, BLOCK), np.float32)
+        factors = np.zeros((blocks, 2, BLOCK), FACTOR_DTYPE)
         slots = np.zeros(blocks * BLOCK, np.int32)
         codes[:used] = self.codes[b][:used]
         factors[:used] = self.factors[b][:used]
@@ -195,17 +272,13 @@ class BucketStore:
         self._refresh_pointers(b)
 
     def replace(self, b: int, codes: np.ndarray, factors: np.ndarray, slots: np.ndarray) -> None:
-        """Make bucket b hold exactly these row-wise codes (n, n_words), factors (n, 2) and
-        slots (n,), in fresh arrays of that size."""
+        """Make bucket b hold exactly these row-wise codes (n, n_words), factors (n, 2)
+        float32 and slots (n,), in fresh arrays of that size, with scales fitted to them."""
         n = slots.shape[0]
+        self.scales[b] = factor_scale(factors)
         # Exact size: a later append grows the bucket geometrically (see grown_capacity).
-        blocks = int(n_blocks(n))
-        cb, fb = to_blocks(codes, factors)
-        self.codes[b] = np.zeros((blocks, self.n_words, BLOCK), np.uint64)
-        self.factors[b] = np.zeros((blocks, 2, BLOCK), np.float32)
-        self.slots[b] = np.zeros(blocks * BLOCK, np.int32)
-        self.codes[b][:cb.shape[0]] = cb
-        self.factors[b][:fb.shape[0]] = fb
+        self.codes[b], self.factors[b] = to_blocks(codes, quantize_factors(factors, self.scales[b]))
+        self.slots[b] = np.zeros(int(n_blocks(n)) * BLOCK, np.int32)
         self.slots[b][:n] = slots
         self.sizes[b] = n
         self.dead[b] = 0
@@ -218,13 +291,14 @@ class BucketStore:
         """Append an empty bucket; return its number."""
         self.n_lists += 1
         self.sizes = np.append(self.sizes, 0)
+        self.scales = np.concatenate([self.scales, np.zeros((1, 2), np.float32)])
         self.dead = np.append(self.dead, 0)
         self.owned = np.append(self.owned, True)
         self.fresh = np.append(self.fresh, True)
         for table in ("code_ptrs", "factor_ptrs", "slot_ptrs"):
             setattr(self, table, np.append(getattr(self, table), np.uintp(0)))
         self.codes.append(np.zeros((0, self.n_words, BLOCK), np.uint64))
-        self.factors.append(np.zeros((0, 2, BLOCK), np.float32))
+        self.factors.append(np.zeros((0, 2, BLOCK), FACTOR_DTYPE))
         self.slots.append(np.zeros(0, np.int32))
         self._refresh_pointers(self.n_lists - 1)
         return self.n_lists - 1
@@ -238,7 +312,8 @@ class BucketStore:
         for arrays in (self.codes, self.factors, self.slots):
             arrays[b] = arrays[last]
             arrays.pop()
-        for table in ("sizes", "dead", "owned", "fresh", "code_ptrs", "factor_ptrs", "slot_ptrs"):
+        for table in ("sizes", "scales", "dead", "owned", "fresh", "code_ptrs", "factor_ptrs",
+                      "slot_ptrs"):
             values = getattr(self, table)
             values[b] = values[last]
             setattr(self, table, values[:last].copy())
@@ -257,13 +332,15 @@ class BucketStore:
     def _read_positions(self, b: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         blk, lane = positions // BLOCK, positions % BLOCK
         factors = np.stack([self.factors[b][blk, 0, lane], self.factors[b][blk, 1, lane]], axis=1)
-        return self.codes[b][blk, :, lane], factors, self.slots[b][positions]
+        return (self.codes[b][blk, :, lane], dequantize_factors(factors, self.scales[b]),
+                self.slots[b][positions])
 
     @classmethod
     def from_arrays(cls, sizes: np.ndarray, codes: np.ndarray, factors: np.ndarray,
-                    list_slots: np.ndarray) -> BucketStore:
+                    list_slots: np.ndarray, scales: np.ndarray) -> BucketStore:
         """Buckets whose blocks are consecutive slices of blocked ``codes`` / ``factors``
-        and whose slots are consecutive slices of ``list_slots`` (bucket after bucket).
+        (bytes) and whose slots are consecutive slices of ``list_slots`` (bucket after
+        bucket), with factor scales ``scales`` (n_lists, 2).
 
         The slices are views (zero-copy when the arrays are memory-mapped); a bucket is
         copied into arrays of its own the first time it changes."""
@@ -276,15 +353,17 @@ class BucketStore:
             store.slots[b] = list_slots[slot_offsets[b]:slot_offsets[b + 1]]
             store._refresh_pointers(b)
         store.sizes[:] = sizes
+        store.scales = np.array(scales, dtype=np.float32).reshape(store.n_lists, 2)
         store.owned[:] = False
         if list_slots.size:
             positions = np.arange(list_slots.size) - np.repeat(slot_offsets[:-1], sizes)
             store._track(np.asarray(list_slots), positions.astype(np.int32))
         return store
 
-    def export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Concatenate the buckets' used blocks: sizes, codes (blocks, n_words, 8),
-        factors (blocks, 2, 8), and the slots of the live vectors in bucket order.
+        factor bytes (blocks, 2, 8), the slots of the live vectors in bucket order, and
+        the factor scales (n_lists, 2).
         The buckets must hold no tombstones (the index purges them first)."""
         if self.dead.any():
             raise RuntimeError("export() needs buckets without tombstones; purge them first")
@@ -293,7 +372,7 @@ class BucketStore:
         codes = np.concatenate([self.codes[b][:used[b]] for b in range(self.n_lists)])
         factors = np.concatenate([self.factors[b][:used[b]] for b in range(self.n_lists)])
         slots = np.concatenate([self.slots[b][:sizes[b]] for b in range(self.n_lists)])
-        return sizes, codes, factors, slots
+        return sizes, codes, factors, slots, self.scales.copy()
 
     def memory_parts(self) -> dict[str, int]:
         """Bytes allocated, by part: ``codes``, ``factors`` and ``list_slots`` (the
@@ -313,7 +392,7 @@ class BucketStore:
                 spare += (c.shape[0] - used) * (c.nbytes + f.nbytes) // c.shape[0]
             spare += max(0, s.nbytes - used * BLOCK * s.itemsize)
         tables = (self.sizes.nbytes + self.code_ptrs.nbytes + self.factor_ptrs.nbytes
-                  + self.slot_ptrs.nbytes)
+                  + self.slot_ptrs.nbytes + self.scales.nbytes)
         writer = self.slot_pos.nbytes + self.owned.nbytes + self.fresh.nbytes + self.dead.nbytes
         return {"codes": int(codes), "factors": int(factors), "list_slots": int(slots),
                 "tables": int(tables), "writer": int(writer), "spare": int(spare)}

@@ -26,9 +26,10 @@ def random_codes(rng: np.random.Generator, n: int, n_words: int) -> np.ndarray:
 
 
 def random_factors(rng: np.random.Generator, n: int) -> np.ndarray:
-    f = np.empty((n, 2), np.float32)
-    f[:, 0] = rng.uniform(0.0, 3.0, n)
-    f[:, 1] = rng.uniform(0.0, 50.0, n)
+    """Factor bytes as the buckets store them (the search folds their scales into the
+    estimator's constants)."""
+    f = rng.integers(0, 256, size=(n, 2), dtype=np.uint8)
+    f[0] = (0, 255)
     return f
 
 
@@ -94,7 +95,7 @@ def test_scan_matches_reference(kernel_path, n_bits):
 
 
 def test_scan_empty_bucket(kernel_path):
-    out = _search.scan(np.zeros((0, 2), np.uint64), np.zeros((0, 2), np.float32),
+    out = _search.scan(np.zeros((0, 2), np.uint64), np.zeros((0, 2), np.uint8),
                        np.zeros((4, 2), np.uint64), 1.0, 1.0, 0.0, -2.0, 0.0, 1.0)
     assert out.shape == (0,)
 
@@ -105,7 +106,7 @@ def test_scan_counts_bits():
     codes = random_codes(rng, 16, 4)
     planes = np.zeros((4, 4), np.uint64)
     planes[0] = np.iinfo(np.uint64).max        # acc = popcount(b)
-    factors = np.ones((16, 2), np.float32)
+    factors = np.ones((16, 2), np.uint8)
     # c1 = 1, c2 = 0: sw = pc; alpha = 1, beta = gamma = 0 -> estimate = popcount.
     got = _search.scan(codes, factors, planes, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
     assert np.array_equal(got, np.bitwise_count(codes).sum(axis=1).astype(np.float32))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import binidx
-from binidx import _format, _persist
+from binidx import _format, _persist, _storage
 from binidx._durable import LOG_NAME, SNAPSHOT_NAME
 from binidx.errors import IndexFormatError, NotTrainedError, ReadOnlyIndexError
 
@@ -22,7 +22,10 @@ METRICS = ["l2", "ip", "cosine"]
 GOLDEN_DIR = Path(__file__).parent / "data" / "golden"
 # Golden files never change once committed; a new format version adds new files.
 # Create missing ones (only) with  BINIDX_WRITE_GOLDEN=1 python -m pytest tests/test_persist.py
-GOLDEN_INDEX_SHA256 = "0a71614fcb6e7721d4eebebe637b9a77da5b5e354dfef9d1c5681f03f90173ce"
+GOLDEN_INDEX_SHA256 = {
+    1: "0a71614fcb6e7721d4eebebe637b9a77da5b5e354dfef9d1c5681f03f90173ce",
+    2: "ffdb6ffd10d01ac657b380f95c3b9a7ad4a73598a794a0551bf8c0fcf614b599",
+}
 GOLDEN_DURABLE_SHA256 = {
     SNAPSHOT_NAME: "cb45cd7523fc3ed9e9784f27dfbe904f6d638951a5cbfed67db908bc780e8866",
     LOG_NAME: "21c5dc24643a2aa7a0e0fed562e8edba3edcf286bd3868cc8ed1781a3f0c302f",
@@ -346,6 +349,11 @@ def _rewrite(path: Path, edit) -> None:
     (lambda p, a: a.update(labels=np.where(a["slot_ids"] >= 0, -1, 3)),
      "a free slot carries a label"),
     (lambda p, a: p.update(scale=None), "encoder scale is missing or not finite"),
+    (lambda p, a: a.update(factor_scales=-a["factor_scales"] - 1), "a factor scale is negative"),
+    (lambda p, a: a.update(factor_scales=a["factor_scales"][:-1]),
+     r"section 'factor_scales' has shape"),
+    (lambda p, a: a.update(factors=a["factors"].astype(np.float32)),
+     "section 'factors' has dtype float32"),
     (lambda p, a: p.update(is_trained=False), "an untrained index carries arrays"),
     (lambda p, a: p.update(metric="hamming"), "inconsistent index content .*metric"),
 ])
@@ -368,12 +376,14 @@ def _golden_index() -> binidx.Index:
     return index
 
 
-def test_golden_index_file_loads_forever() -> None:
-    path = GOLDEN_DIR / "index_v1.binidx"
-    if os.environ.get("BINIDX_WRITE_GOLDEN") and not path.exists():
+@pytest.mark.parametrize("version", sorted(GOLDEN_INDEX_SHA256))
+def test_golden_index_file_loads_forever(version: int) -> None:
+    path = GOLDEN_DIR / f"index_v{version}.binidx"
+    if (os.environ.get("BINIDX_WRITE_GOLDEN") and not path.exists()
+            and version == _format.FORMAT_VERSION):
         _golden_index().save(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert digest == GOLDEN_INDEX_SHA256, "the golden file changed; add a new one instead"
+    assert digest == GOLDEN_INDEX_SHA256[version], "the golden file changed; add a new one instead"
     want_ids = sorted(set(range(1000, 1257)) - set(GOLDEN_REMOVED))
     for mmap in (False, True):
         index = binidx.load(path, mmap=mmap)
@@ -410,3 +420,78 @@ def test_golden_durable_directory_opens_forever(tmp_path: Path) -> None:
         unit = x[:2] / np.linalg.norm(x[:2], axis=1, keepdims=True)
         assert np.allclose(db.get([501]), unit[1:2], atol=1e-6)
     assert binidx.read_metadata(golden / SNAPSHOT_NAME)["params"]["durable_seq"] == 1
+
+
+# ------------------------------------------------- format version 1 (float32 factors)
+
+def _save_as_version_1(index: binidx.Index, path: Path, monkeypatch) -> None:
+    """Write ``index`` as binidx 0.1 did: float32 factors, no factor scales."""
+    params, arrays = index._get_state()
+    sizes = arrays["list_sizes"]
+    owner = np.repeat(np.arange(sizes.shape[0]), _storage.n_blocks(sizes))
+    arrays["factors"] = (arrays.pop("factor_scales")[owner][:, :, None]
+                         * arrays["factors"].astype(np.float32))
+    monkeypatch.setattr(_format, "FORMAT_VERSION", 1)
+    _format.write_index_file(path, kind=_persist.KIND, params=params, arrays=arrays)
+    monkeypatch.undo()
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_version_1_file_loads_with_its_factors_quantised(tmp_path: Path, mmap: bool) -> None:
+    """A version-1 file (the golden one) is read with each bucket's float32 factors
+    turned into bytes exactly as a build quantises them: scale = largest / 255, each
+    factor within half a step; saving it again writes the current version."""
+    path = GOLDEN_DIR / "index_v1.binidx"
+    old = _format.read_index_file(path)
+    assert old.header["format_version"] == 1 and old.arrays["factors"].dtype == np.float32
+    index = binidx.load(path, mmap=mmap)
+    sizes = old.arrays["list_sizes"]
+    owner = np.repeat(np.arange(sizes.shape[0]), _storage.n_blocks(sizes))
+    scales = index._buckets.scales
+    for b in range(index.n_lists):
+        want = old.arrays["factors"][owner == b].max(axis=(0, 2)) / np.float32(255)
+        np.testing.assert_allclose(scales[b], want, rtol=1e-6)
+    stored = np.concatenate([index._buckets.factors[b] for b in range(index.n_lists)])
+    floats = stored.astype(np.float32) * scales[owner][:, :, None]
+    assert (np.abs(floats - old.arrays["factors"]) <= scales[owner][:, :, None] / 2 + 1e-7).all()
+    index.save(tmp_path / "now.binidx")
+    again = binidx.load(tmp_path / "now.binidx", mmap=mmap)
+    assert binidx.read_metadata(tmp_path / "now.binidx")["format_version"] == \
+        _format.FORMAT_VERSION
+    assert_same_index(index, again, mixture(20, 16, seed=9))
+
+
+def test_version_1_round_trip_keeps_the_factors(tmp_path: Path, monkeypatch) -> None:
+    """Bytes -> float32 (version 1) -> bytes again: each bucket gets the exact scale of
+    its largest factor (never larger than it had: a bucket grown by later adds has
+    headroom) and every factor stands for the same value within half a step."""
+    index = churned_index("ip", n=600)
+    _save_as_version_1(index, tmp_path / "v1.binidx", monkeypatch)
+    loaded = binidx.load(tmp_path / "v1.binidx")
+    for b in range(index.n_lists):
+        _, was, _, old_scales = index._buckets.read_quantized(b)
+        _, now, _, new_scales = loaded._buckets.read_quantized(b)
+        assert (new_scales <= old_scales * (1 + 1e-6)).all()
+        assert (np.abs(now * new_scales - was * old_scales) <= new_scales / 2 + 1e-6).all()
+    q = mixture(20, 16, seed=8)
+    got = loaded.search(q, 10, n_probe=loaded.n_lists, n_rerank=len(loaded))
+    want = index.search(q, 10, n_probe=index.n_lists, n_rerank=len(index))
+    assert np.array_equal(got.ids, want.ids) and np.array_equal(got.distances, want.distances)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda a: a.update(factors=-a["factors"]), "version 1 factor is negative or not finite"),
+    (lambda a: a.update(factors=a["factors"][:-1]), "version 1 factors do not match"),
+])
+def test_damaged_version_1_file_is_refused(tmp_path: Path, monkeypatch, edit, match) -> None:
+    path = tmp_path / "v1.binidx"
+    _save_as_version_1(churned_index("l2", n=300), path, monkeypatch)
+    f = _format.read_index_file(path)
+    arrays = dict(f.arrays)
+    edit(arrays)
+    monkeypatch.setattr(_format, "FORMAT_VERSION", 1)
+    _format.write_index_file(path, kind=f.kind, params=f.params, arrays=arrays)
+    monkeypatch.undo()
+    for mmap in (False, True):
+        with pytest.raises(IndexFormatError, match=match):
+            binidx.load(path, mmap=mmap)

@@ -63,17 +63,18 @@ def bandwidth(gib: float, repeats: int) -> dict:
 def scan(gib: float, n_bits: int, repeats: int, read_gbs: float, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     n_words = n_bits // 64
-    per_code = n_words * 8 + 8
+    per_code = n_words * 8 + 2  # the code and its two factor bytes
     n_blocks = int(gib * 2**30) // (per_code * BLOCK)
     n = n_blocks * BLOCK
     codes = rng.integers(0, 2**63, size=(n_blocks, n_words, BLOCK), dtype=np.uint64)
     codes ^= rng.integers(0, 2, size=codes.shape, dtype=np.uint64) << np.uint64(63)
-    factors = np.empty((n_blocks, 2, BLOCK), np.float32)
-    factors[:, 0] = rng.uniform(0.5, 1.5, (n_blocks, BLOCK))
-    factors[:, 1] = rng.uniform(0.0, 2.0, (n_blocks, BLOCK))
+    # Factor bytes as the buckets store them (steps of a per-bucket scale).
+    factors = np.empty((n_blocks, 2, BLOCK), np.uint8)
+    factors[:, 0] = rng.integers(128, 256, (n_blocks, BLOCK))
+    factors[:, 1] = rng.integers(0, 256, (n_blocks, BLOCK))
     slots = np.arange(n, dtype=np.int32)
     planes, c1, c2, sum_w = _search.quantize(rng.standard_normal(n_bits).astype(np.float32))
-    consts = (planes, c1, c2, sum_w, -2.0, 1.0, 1.0)
+    consts = (planes, c1, c2, sum_w, -2.0 / 170, 1.0, 1.0 / 128)
     sample = _search.scan_blocks(codes[:4096], factors[:4096], 4096 * BLOCK, *consts)
     thresholds = {"none admitted": -np.inf, "3% admitted": float(np.quantile(sample, 0.03))}
     n_buckets = n // BUCKET

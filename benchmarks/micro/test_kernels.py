@@ -34,7 +34,7 @@ CACHE_CODES = 4096
 def _scan_inputs(n_codes: int, n_bits: int, seed: int):
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 2**63, size=(n_codes, n_bits // 64), dtype=np.uint64)
-    factors = rng.random((n_codes, 2), dtype=np.float32)
+    factors = rng.integers(0, 256, size=(n_codes, 2), dtype=np.uint8)  # bytes, as stored
     blocks, fblocks = storage.to_blocks(codes, factors)
     planes, c1, c2, sum_w = kernels.quantize(rng.random(n_bits, dtype=np.float32))
     return blocks, fblocks, (n_codes, planes, c1, c2, sum_w, 1.0, 1.0, 1.0)

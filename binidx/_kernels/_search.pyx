@@ -22,7 +22,8 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         float beta
         float gamma
 
-    ctypedef void (*scan_fn)(const uint64_t*, const float*, int64_t, int, const uint64_t*,
+    ctypedef uint8_t Factor
+    ctypedef void (*scan_fn)(const uint64_t*, const Factor*, int64_t, int, const uint64_t*,
                              const ScanConsts*, float*) noexcept nogil
     ctypedef float (*dist_fn)(const float*, const float*, int64_t) noexcept nogil
 
@@ -32,7 +33,7 @@ cdef extern from "simd_kernels.h" namespace "binidx":
 
     ctypedef struct NextBucket:
         const uint64_t* codes
-        const float* factors
+        const Factor* factors
         const int32_t* slots
         int64_t blocks
 
@@ -43,7 +44,7 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         float threshold
         NextBucket next
 
-    ctypedef int64_t (*scan_admit_fn)(const uint64_t*, const float*, const int32_t*, int64_t,
+    ctypedef int64_t (*scan_admit_fn)(const uint64_t*, const Factor*, const int32_t*, int64_t,
                                       int64_t, int, const uint64_t*, const ScanConsts*,
                                       AdmitTarget*) noexcept nogil
 
@@ -88,7 +89,8 @@ cdef extern from "search_impl.h" namespace "binidx":
         const float* centroids_rot
         const float* projection_t
         const uint64_t* const* codes
-        const float* const* factors
+        const Factor* const* factors
+        const float* factor_scales
         const int32_t* const* slots
         const int64_t* sizes
         const float* vectors
@@ -101,7 +103,7 @@ cdef extern from "search_impl.h" namespace "binidx":
         float key
         int64_t id
 
-    void prefetch_bucket_start(const uint64_t* codes, const float* factors,
+    void prefetch_bucket_start(const uint64_t* codes, const Factor* factors,
                                const int32_t* slots, int64_t size, int n_words) nogil
     void rerank(const IndexView& v, const Kernels& K, const float* q, const Candidate* cands,
                 int64_t r, Result* out) nogil
@@ -208,12 +210,14 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
            int metric, const float[:, ::1] centroids_t, const float[::1] centroid_norms,
            const float[:, ::1] centroids_rot, const float[:, ::1] projection_t,
            const uintptr_t[::1] code_ptrs,
-           const uintptr_t[::1] factor_ptrs, const uintptr_t[::1] slot_ptrs,
+           const uintptr_t[::1] factor_ptrs, const float[:, ::1] factor_scales,
+           const uintptr_t[::1] slot_ptrs,
            const int64_t[::1] sizes, const float[:, ::1] vectors, const int64_t[::1] slot_ids,
            float[:, ::1] out_d, int64_t[:, ::1] out_i, const uint8_t[::1] allowed=None,
            const int64_t[::1] death=None, int64_t epoch=0, int64_t shared_chunk=0):
     """Search a batch of queries; results are written into ``out_d`` / ``out_i``.
 
+    ``factor_scales`` (n_lists, 2) is the step of each bucket's factor bytes.
     ``allowed`` (one byte per slot) restricts the candidates to slots marked 1.
     ``death`` (one write batch per slot) hides the slots removed at or before ``epoch``.
     ``shared_chunk`` > 0 searches the queries in chunks of that many, with one pass over
@@ -233,7 +237,8 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
     v.centroids_rot = &centroids_rot[0, 0]
     v.projection_t = &projection_t[0, 0]
     v.codes = <const uint64_t* const*> &code_ptrs[0]
-    v.factors = <const float* const*> &factor_ptrs[0]
+    v.factors = <const Factor* const*> &factor_ptrs[0]
+    v.factor_scales = &factor_scales[0, 0]
     v.slots = <const int32_t* const*> &slot_ptrs[0]
     v.sizes = &sizes[0]
     v.vectors = &vectors[0, 0] if vectors.shape[0] > 0 else NULL
@@ -283,8 +288,9 @@ def scan(codes, factors, const uint64_t[:, ::1] planes, float c1, float c2, floa
          float alpha, float beta, float gamma):
     """Run the active scan kernel over one bucket (for tests and micro-benchmarks).
 
-    ``codes`` (n, n_words) and ``factors`` (n, 2) are given row by row and laid out in
-    blocks of 8 here, as the index stores them.
+    ``codes`` (n, n_words) and ``factors`` (n, 2) uint8 are given row by row and laid out
+    in blocks of 8 here, as the index stores them; the factor bytes are used as they are
+    (the search folds the buckets' scales into ``alpha`` and ``gamma``).
     """
     from binidx._storage import to_blocks
 
@@ -294,7 +300,7 @@ def scan(codes, factors, const uint64_t[:, ::1] planes, float c1, float c2, floa
     return scan_blocks(*to_blocks(codes, factors), n, planes, c1, c2, sum_w, alpha, beta, gamma)
 
 
-def scan_blocks(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors, int64_t n,
+def scan_blocks(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factors, int64_t n,
                 const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,
                 float beta, float gamma):
     """Run the active scan kernel over blocked codes (blocks, n_words, 8); n estimates."""
@@ -311,7 +317,7 @@ def scan_blocks(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
     return out[:n]
 
 
-def scan_admit(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
+def scan_admit(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factors,
                const int32_t[::1] slots, int64_t n, const uint64_t[:, ::1] planes, float c1,
                float c2, float sum_w, float alpha, float beta, float gamma, float threshold,
                int64_t cap, int64_t first_block=0):
@@ -432,7 +438,7 @@ def rerank_rows(const float[:, ::1] queries, const float[:, ::1] vectors,
     return keys, ids
 
 
-def scan_buckets(const uint64_t[:, :, ::1] codes, const float[:, :, ::1] factors,
+def scan_buckets(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factors,
                  const int32_t[::1] slots, const int64_t[::1] first_blocks,
                  const int64_t[::1] sizes, const int32_t[::1] order,
                  const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,

@@ -5,7 +5,7 @@ The inverted lists are reached through the same pointer tables the search reads;
 Python layer guarantees every touched bucket owns writable arrays and holds the write
 lock, so no search runs meanwhile.
 """
-from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 
 DEF BLOCK = 8
 
@@ -19,7 +19,7 @@ def remove_slots(const int32_t[::1] slots, const int32_t[::1] buckets, int32_t[:
     cdef int32_t s, b, moved
     cdef int w
     cdef uint64_t* codes
-    cdef float* factors
+    cdef uint8_t* factors
     cdef int32_t* bslots
     with nogil:
         for i in range(n):
@@ -28,7 +28,7 @@ def remove_slots(const int32_t[::1] slots, const int32_t[::1] buckets, int32_t[:
             p = slot_pos[s]
             last = sizes[b] - 1
             codes = <uint64_t*> code_ptrs[b]
-            factors = <float*> factor_ptrs[b]
+            factors = <uint8_t*> factor_ptrs[b]
             bslots = <int32_t*> slot_ptrs[b]
             if p != last:
                 for w in range(n_words):

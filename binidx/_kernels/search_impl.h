@@ -75,7 +75,8 @@ struct IndexView {
     const float* centroids_rot;      // (n_lists, n_bits): P c, used by l2
     const float* projection_t;       // (dim, n_bits): P, transposed
     const uint64_t* const* codes;    // per bucket: (blocks, n_words, 8), see simd_kernels.h
-    const float* const* factors;     // per bucket: (blocks, 2, 8)
+    const Factor* const* factors;    // per bucket: (blocks, 2, 8) bytes
+    const float* factor_scales;      // (n_lists, 2): the step of bucket b's a and rn2 bytes
     const int32_t* const* slots;     // per bucket: (size,)
     const int64_t* sizes;            // (n_lists,)
     const float* vectors;            // (capacity, dim), indexed by slot
@@ -208,11 +209,11 @@ struct Workspace {
 // Prefetch the first prefetch_distance() blocks of a bucket (codes, factors, slots); the
 // scan prefetches the rest, that far ahead.
 static inline __attribute__((always_inline)) void prefetch_bucket_start(
-        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t size,
+        const uint64_t* codes, const Factor* factors, const int32_t* slots, int64_t size,
         int n_words) {
     const int64_t blocks = std::min<int64_t>(prefetch_distance(n_words), (size + BLOCK - 1) / BLOCK);
     prefetch_range(codes, blocks * n_words * BLOCK * 8);
-    prefetch_range(factors, blocks * 2 * BLOCK * 4);
+    prefetch_range(factors, blocks * 2 * BLOCK * (int64_t)sizeof(Factor));
     prefetch_range(slots, blocks * BLOCK * 4);
 }
 
@@ -400,6 +401,9 @@ static void scan_probe(const IndexView& v, const Kernels& K, QueryState& s, int6
         consts.gamma = 1.0f;
     }
     consts.beta = s.probe_keys[(size_t)p];
+    // The bucket's factor bytes count in steps of its scales.
+    consts.alpha *= v.factor_scales[2 * (int64_t)b];
+    consts.gamma *= v.factor_scales[2 * (int64_t)b + 1];
     BINIDX_PROF_STOP(quantize, PROF_QUANTIZE);
     s.admit.next = next;
     const int64_t n_blocks = (size + BLOCK - 1) / BLOCK;

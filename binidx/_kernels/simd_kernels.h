@@ -25,6 +25,8 @@ namespace binidx {
 //   pc  = popcount(b)
 //   s.w = c1 * pc + c2 * acc - sum_w           (estimate of <2b-1, w>)
 //   out = alpha * a_i * s.w + beta + gamma * rn2_i
+// The factors are stored as bytes (Factor) in steps of a per-bucket scale; the search
+// folds the scales into alpha and gamma, so the kernels use the bytes as they are.
 struct ScanConsts {
     float c1;
     float c2;
@@ -33,6 +35,9 @@ struct ScanConsts {
     float beta;
     float gamma;
 };
+
+// A per-vector factor: one byte, the factor in steps of its bucket's scale.
+typedef uint8_t Factor;
 
 // One entry of the candidate buffer of a search: an estimate and the vector's slot,
 // packed into one integer whose order is the order by (estimate, slot):
@@ -71,7 +76,7 @@ static inline __attribute__((always_inline)) int32_t candidate_slot(Candidate c)
 // The bucket the search scans next (see scan_admit below).
 struct NextBucket {
     const uint64_t* codes = nullptr;
-    const float* factors = nullptr;
+    const Factor* factors = nullptr;
     const int32_t* slots = nullptr;
     int64_t blocks = 0;  // 0: no next bucket
 };
@@ -85,9 +90,9 @@ struct AdmitTarget {
     NextBucket next;         // prefetched at the end of this bucket's scan
 };
 
-typedef void (*scan_fn)(const uint64_t* codes, const float* factors, int64_t n, int n_words,
+typedef void (*scan_fn)(const uint64_t* codes, const Factor* factors, int64_t n, int n_words,
                         const uint64_t* planes, const ScanConsts* c, float* out);
-typedef int64_t (*scan_admit_fn)(const uint64_t* codes, const float* factors,
+typedef int64_t (*scan_admit_fn)(const uint64_t* codes, const Factor* factors,
                                  const int32_t* slots, int64_t n, int64_t first_block,
                                  int n_words, const uint64_t* planes, const ScanConsts* c,
                                  AdmitTarget* t);
@@ -114,7 +119,7 @@ struct Kernels {
 
 // Codes and factors of a bucket are stored in blocks of 8 vectors (BLOCK):
 //   codes[block][word][lane]   uint64, n_words words per code
-//   factors[block][0][lane] = a,  factors[block][1][lane] = rn2
+//   factors[block][0][lane] = a,  factors[block][1][lane] = rn2   (Factor bytes)
 // so that one 512-bit load holds the same word of 8 codes and the scan needs no
 // horizontal sums.  Vector i of a bucket is block i / 8, lane i % 8; the last block is
 // padded, and the scan writes estimates for whole blocks (out has room for them).
@@ -126,7 +131,7 @@ static const int BLOCK = 8;
 // one, so its first blocks, at a random address, arrive in time (a bucket of a few kB is
 // too short for the hardware prefetcher to ramp up).
 static inline __attribute__((always_inline)) int64_t prefetch_distance(int n_words) {
-    const int64_t d = 8192 / (n_words * 64 + 96);
+    const int64_t d = 8192 / (n_words * 64 + 2 * BLOCK * (int)sizeof(Factor) + 4 * BLOCK);
     return d < 8 ? 8 : (d > 32 ? 32 : d);
 }
 
@@ -138,7 +143,7 @@ static inline __attribute__((always_inline)) void prefetch_range(const void* p, 
 }
 
 static inline __attribute__((always_inline)) void prefetch_block(
-        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t blk, int n_words) {
+        const uint64_t* codes, const Factor* factors, const int32_t* slots, int64_t blk, int n_words) {
     const char* c = (const char*)(codes + blk * n_words * BLOCK);
     for (int w = 0; w < n_words; ++w) __builtin_prefetch(c + 64 * w);
     __builtin_prefetch(factors + blk * 2 * BLOCK);
@@ -149,7 +154,7 @@ static inline __attribute__((always_inline)) void prefetch_block(
 // the next one past the end.  A bucket shorter than dist prefetches the first blocks of
 // the next one when its scan starts.
 static inline __attribute__((always_inline)) void prefetch_ahead(
-        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t blk,
+        const uint64_t* codes, const Factor* factors, const int32_t* slots, int64_t blk,
         int64_t n_blocks, int64_t dist, int n_words, const NextBucket& nx) {
     const int64_t ahead = blk + dist;
     if (ahead < n_blocks)
@@ -173,7 +178,7 @@ static inline __attribute__((always_inline)) float finish_estimate(
 
 // Estimates of the 8 lanes of one block, lane by lane.
 static inline __attribute__((always_inline)) void block_estimates_scalar(
-        const uint64_t* block, const float* f, int n_words, const uint64_t* planes,
+        const uint64_t* block, const Factor* f, int n_words, const uint64_t* planes,
         const ScanConsts* c, float* est) {
     const uint64_t* p0 = planes;
     const uint64_t* p1 = planes + n_words;
@@ -189,12 +194,12 @@ static inline __attribute__((always_inline)) void block_estimates_scalar(
                    ((uint64_t)__builtin_popcountll(x & p2[w]) << 2) +
                    ((uint64_t)__builtin_popcountll(x & p3[w]) << 3);
         }
-        est[lane] = finish_estimate(pc, acc, f[lane], f[BLOCK + lane], c);
+        est[lane] = finish_estimate(pc, acc, (float)f[lane], (float)f[BLOCK + lane], c);
     }
 }
 
 static inline __attribute__((always_inline)) void scan_scalar_body(
-        const uint64_t* codes, const float* factors, int64_t n, int n_words,
+        const uint64_t* codes, const Factor* factors, int64_t n, int n_words,
         const uint64_t* planes, const ScanConsts* c, float* out) {
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
     for (int64_t blk = 0; blk < n_blocks; ++blk)
@@ -216,7 +221,7 @@ static inline __attribute__((always_inline)) void scan_scalar_body(
 // the n_rerank best by (estimate, slot), independent of when the buffer was refreshed,
 // and so of the kernel path.
 static inline __attribute__((always_inline)) int64_t scan_admit_scalar_body(
-        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t n,
+        const uint64_t* codes, const Factor* factors, const int32_t* slots, int64_t n,
         int64_t first_block, int n_words, const uint64_t* planes, const ScanConsts* c,
         AdmitTarget* t) {
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
@@ -407,11 +412,11 @@ static inline __attribute__((always_inline)) void quantize_body(
 // ---------------------------------------------------------------------------------------
 // Baseline x86-64 (SSE2, software popcount).
 
-static void scan_generic(const uint64_t* codes, const float* factors, int64_t n, int n_words,
+static void scan_generic(const uint64_t* codes, const Factor* factors, int64_t n, int n_words,
                          const uint64_t* planes, const ScanConsts* c, float* out) {
     scan_scalar_body(codes, factors, n, n_words, planes, c, out);
 }
-static int64_t scan_admit_generic(const uint64_t* codes, const float* factors,
+static int64_t scan_admit_generic(const uint64_t* codes, const Factor* factors,
                                   const int32_t* slots, int64_t n, int64_t first_block,
                                   int n_words, const uint64_t* planes, const ScanConsts* c,
                                   AdmitTarget* t) {
@@ -435,12 +440,12 @@ static void quantize_generic(const float* a, const float* b, float* w, int64_t n
 #ifdef BINIDX_X86
 // x86-64-v3: hardware popcnt, AVX2 for the float loops.
 __attribute__((target("popcnt,avx2,bmi2"))) static void scan_avx2(
-        const uint64_t* codes, const float* factors, int64_t n, int n_words,
+        const uint64_t* codes, const Factor* factors, int64_t n, int n_words,
         const uint64_t* planes, const ScanConsts* c, float* out) {
     scan_scalar_body(codes, factors, n, n_words, planes, c, out);
 }
 __attribute__((target("popcnt,avx2,bmi2"))) static int64_t scan_admit_avx2(
-        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t n,
+        const uint64_t* codes, const Factor* factors, const int32_t* slots, int64_t n,
         int64_t first_block, int n_words, const uint64_t* planes, const ScanConsts* c,
         AdmitTarget* t) {
     return scan_admit_scalar_body(codes, factors, slots, n, first_block, n_words, planes, c, t);
@@ -485,7 +490,7 @@ ScanConsts256 broadcast_consts(const ScanConsts* c) {
 
 // The 8 estimates of one block.
 __attribute__((target(BINIDX_AVX512_TARGET))) static inline __attribute__((always_inline))
-__m256 block_estimates_avx512(const uint64_t* block, const float* f, int n_words,
+__m256 block_estimates_avx512(const uint64_t* block, const Factor* f, int n_words,
                               const uint64_t* planes, const ScanConsts256& k) {
     __m512i pc = _mm512_setzero_si512();
     __m512i acc = _mm512_setzero_si512();
@@ -501,7 +506,9 @@ __m256 block_estimates_avx512(const uint64_t* block, const float* f, int n_words
                 x, _mm512_set1_epi64((long long)planes[3 * n_words + w]))), 3));
         acc = _mm512_add_epi64(acc, t);
     }
-    const __m256 a = _mm256_loadu_ps(f), rn2 = _mm256_loadu_ps(f + BLOCK);
+    // The 16 factor bytes of the block (8 a, then 8 rn2) widened to floats at once.
+    const __m512 f16 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)f)));
+    const __m256 a = _mm512_castps512_ps256(f16), rn2 = _mm512_extractf32x8_ps(f16, 1);
     const __m256 sw = _mm256_sub_ps(
         _mm256_add_ps(_mm256_mul_ps(k.c1, _mm512_cvtepu64_ps(pc)),
                       _mm256_mul_ps(k.c2, _mm512_cvtepu64_ps(acc))),
@@ -511,7 +518,7 @@ __m256 block_estimates_avx512(const uint64_t* block, const float* f, int n_words
 }
 
 __attribute__((target(BINIDX_AVX512_TARGET))) static void scan_avx512(
-        const uint64_t* codes, const float* factors, int64_t n, int n_words,
+        const uint64_t* codes, const Factor* factors, int64_t n, int n_words,
         const uint64_t* planes, const ScanConsts* c, float* out) {
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
     const ScanConsts256 k = broadcast_consts(c);
@@ -529,7 +536,7 @@ __attribute__((target(BINIDX_AVX512_TARGET))) static void scan_avx512(
 // and the full 64 bytes are stored (the buffer has BLOCK entries of slack): the memory
 // form of vpcompressq is microcoded and slow on AMD Zen 4.
 __attribute__((target(BINIDX_AVX512_TARGET))) static int64_t scan_admit_avx512(
-        const uint64_t* codes, const float* factors, const int32_t* slots, int64_t n,
+        const uint64_t* codes, const Factor* factors, const int32_t* slots, int64_t n,
         int64_t first_block, int n_words, const uint64_t* planes, const ScanConsts* c,
         AdmitTarget* t) {
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;

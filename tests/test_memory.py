@@ -1,7 +1,10 @@
 """Deleting vectors gives memory back (issue 4): buckets shrink, float vectors compact."""
 import numpy as np
+import pytest
 
 import binidx
+from binidx import _codes
+from binidx import _reference as ref
 
 
 def test_deleting_most_of_the_index_gives_memory_back_and_keeps_results_exact():
@@ -103,3 +106,43 @@ def test_labels_cost_nothing_until_used():
     assert index._labels.slot_labels.shape[0] >= 3000
     got = index.search(x[:3], 2, labels=[1]).ids
     assert set(got.ravel().tolist()) <= {0, 2}
+
+
+# ------------------------------------------------- factor bytes (issue 8, memory)
+
+@pytest.mark.parametrize("which", ["sift", "text"])
+def test_factor_bytes_move_estimates_by_at_most_half_a_step(which, request):
+    """Each factor byte stands for its float32 value within half a step of its bucket's
+    scale (a bulk-built index has exact scales), so an estimate moves by at most
+    |alpha| * step_a / 2 * |<s, w>| + |gamma| * step_rn2 / 2, and the n_rerank best
+    estimates of a query's buckets are nearly the same set as with float32 factors."""
+    data, index = request.getfixturevalue(which), request.getfixturevalue(f"{which}_index")
+    b, s = index._buckets, index._store
+    l2 = index.metric == "l2"
+    overlaps = []
+    for q in data.queries[:20]:
+        qv = index._prepare(q[None, :], "q")[0]
+        qrot = index._projection @ qv
+        coarse = ((qv - index._centroids) ** 2).sum(axis=1) if l2 else -(index._centroids @ qv)
+        keys_q, keys_f, slots_all = [], [], []
+        for bucket in np.argsort(coarse, kind="stable")[:8].tolist():
+            codes, fbytes, slots, scales = b.read_quantized(bucket)
+            exact = _codes.encode(s.vectors[slots] - index._centroids[bucket],
+                                  index._projection, index._scale)[1]
+            assert (np.abs(fbytes * scales - exact) <= scales / 2 * (1 + 1e-5) + 1e-7).all()
+            w = qrot - index._centroids_rot[bucket] if l2 else qrot
+            alpha, gamma = (-2.0, 1.0) if l2 else (-1.0, 0.0)
+            est_f = ref.estimate_reference(codes, exact, w, alpha, coarse[bucket], gamma)
+            est_q = ref.estimate_reference(codes, fbytes, w, np.float32(alpha) * scales[0],
+                                           coarse[bucket], np.float32(gamma) * scales[1])
+            sw = ref.estimate_reference(codes, np.ones_like(exact), w, 1.0, 0.0, 0.0)
+            bound = abs(alpha) * scales[0] / 2 * np.abs(sw) + abs(gamma) * scales[1] / 2
+            assert (np.abs(est_q - est_f) <= bound * 1.001 + 1e-5 * np.abs(est_f) + 1e-6).all()
+            keys_q.append(est_q)
+            keys_f.append(est_f)
+            slots_all.append(slots)
+        slots_all = np.concatenate(slots_all)
+        best_q = set(slots_all[np.argsort(np.concatenate(keys_q))[:100]].tolist())
+        best_f = set(slots_all[np.argsort(np.concatenate(keys_f))[:100]].tolist())
+        overlaps.append(len(best_q & best_f) / 100)
+    assert np.mean(overlaps) >= 0.97, overlaps

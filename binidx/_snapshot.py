@@ -29,7 +29,6 @@ class Snapshot:
         "centroids_rot",
         "centroids_t",
         "code_ptrs",
-        "death",
         "epoch",
         "factor_ptrs",
         "factor_scales",
@@ -40,6 +39,7 @@ class Snapshot:
         "sizes",
         "slot_ids",
         "slot_ptrs",
+        "tombstones",
         "vectors",
     )
 

@@ -3,7 +3,9 @@
 * :class:`BucketStore` keeps one growable set of arrays per bucket (codes, factors, slots)
   and a table of their data pointers that the compiled search reads.  Arrays that a
   published snapshot may read are copied before they are changed in place (see
-  ``binidx/_snapshot.py``); appends past a bucket's size need no copy.
+  ``binidx/_snapshot.py``); appends past a bucket's size need no copy.  A removed
+  vector's row stays in its bucket as a *tombstone* until it is purged: its slot is
+  stored as ``~slot`` (negative), which the search skips.
 * :class:`VectorStore` keeps the float32 vectors used for rerank and the external id of
   every slot.  A slot is an internal row number: ids are arbitrary int64 chosen by the
   user, so memory never grows with the largest id.
@@ -14,8 +16,6 @@ import numpy as np
 
 from ._kernels._idmap import IdMap
 
-# ``VectorStore.death`` of a live slot: later than every write batch.
-LIVE = np.iinfo(np.int64).max
 _MIN_CAPACITY = 16
 _GROWTH = 1.5
 
@@ -108,9 +108,11 @@ class BucketStore:
         # False while a bucket's arrays are views into loaded (maybe mapped) sections.
         self.owned = np.ones(n_lists, bool)
         # True for arrays allocated during the current write batch: no snapshot has seen
-        # them, so they may be changed in place.
+        # them, so they may be changed in place (``fresh``: all three arrays of the
+        # bucket; ``slots_fresh``: its slots, copied alone to write tombstones).
         self.fresh = np.zeros(n_lists, bool)
-        # Rows of removed vectors still in each bucket (tombstones, see VectorStore.death).
+        self.slots_fresh = np.zeros(n_lists, bool)
+        # Rows of removed vectors still in each bucket (tombstones: negative slots).
         self.dead = np.zeros(n_lists, dtype=np.int64)
         # The last view(): reused while no table changes (a batch of removals only
         # adds tombstones, so its snapshot copies nothing).
@@ -121,13 +123,31 @@ class BucketStore:
     def live_sizes(self) -> np.ndarray:
         return self.sizes - self.dead
 
-    def mark_dead(self, buckets: np.ndarray) -> None:
-        """Count one tombstone in ``buckets[i]`` for each i."""
+    def tombstone(self, buckets: np.ndarray, slots: np.ndarray) -> None:
+        """Turn the row of each ``slots[i]`` (in bucket ``buckets[i]``) into a tombstone:
+        its slot is stored as ``~slot``, which searches skip.  O(1) per slot, after one
+        copy of each touched bucket's slots that a published snapshot may read."""
+        from ._kernels import _update
+
+        touched = np.unique(buckets)
+        stale = touched[~(self.fresh[touched] | self.slots_fresh[touched])].astype(np.int64)
+        if stale.size:
+            _update.copy_slot_arrays(self.slots, stale, self.slot_ptrs)
+            self.slots_fresh[stale] = True
+            self._view = None
+        _update.tombstone_slots(slots.astype(np.int32), buckets.astype(np.int32), self.slot_pos,
+                                self.slot_ptrs)
         self.dead += np.bincount(buckets, minlength=self.n_lists)
+
+    def dead_slots(self, b: int) -> np.ndarray:
+        """The slots of bucket b's tombstones (int32)."""
+        rows = self.slots[b][:int(self.sizes[b])]
+        return ~rows[rows < 0]
 
     def begin_batch(self) -> None:
         """Start a write batch: every array may now be read by the last snapshot."""
         self.fresh[:] = False
+        self.slots_fresh[:] = False
 
     def _own(self, b: int) -> None:
         """Make bucket b's arrays safe to change in place (copy-on-write)."""
@@ -268,7 +288,7 @@ class BucketStore:
         slots[:size] = self.slots[b][:size]
         self.codes[b], self.factors[b], self.slots[b] = codes, factors, slots
         self.owned[b] = True
-        self.fresh[b] = True
+        self.fresh[b] = self.slots_fresh[b] = True
         self._refresh_pointers(b)
 
     def replace(self, b: int, codes: np.ndarray, factors: np.ndarray, slots: np.ndarray) -> None:
@@ -283,7 +303,7 @@ class BucketStore:
         self.sizes[b] = n
         self.dead[b] = 0
         self.owned[b] = True
-        self.fresh[b] = True
+        self.fresh[b] = self.slots_fresh[b] = True
         self._refresh_pointers(b)
         self._track(slots.astype(np.int32), np.arange(n, dtype=np.int32))
 
@@ -295,6 +315,7 @@ class BucketStore:
         self.dead = np.append(self.dead, 0)
         self.owned = np.append(self.owned, True)
         self.fresh = np.append(self.fresh, True)
+        self.slots_fresh = np.append(self.slots_fresh, True)
         for table in ("code_ptrs", "factor_ptrs", "slot_ptrs"):
             setattr(self, table, np.append(getattr(self, table), np.uintp(0)))
         self.codes.append(np.zeros((0, self.n_words, BLOCK), np.uint64))
@@ -312,8 +333,8 @@ class BucketStore:
         for arrays in (self.codes, self.factors, self.slots):
             arrays[b] = arrays[last]
             arrays.pop()
-        for table in ("sizes", "scales", "dead", "owned", "fresh", "code_ptrs", "factor_ptrs",
-                      "slot_ptrs"):
+        for table in ("sizes", "scales", "dead", "owned", "fresh", "slots_fresh", "code_ptrs",
+                      "factor_ptrs", "slot_ptrs"):
             values = getattr(self, table)
             values[b] = values[last]
             setattr(self, table, values[:last].copy())
@@ -393,7 +414,8 @@ class BucketStore:
             spare += max(0, s.nbytes - used * BLOCK * s.itemsize)
         tables = (self.sizes.nbytes + self.code_ptrs.nbytes + self.factor_ptrs.nbytes
                   + self.slot_ptrs.nbytes + self.scales.nbytes)
-        writer = self.slot_pos.nbytes + self.owned.nbytes + self.fresh.nbytes + self.dead.nbytes
+        writer = (self.slot_pos.nbytes + self.owned.nbytes + self.fresh.nbytes
+                  + self.slots_fresh.nbytes + self.dead.nbytes)
         return {"codes": int(codes), "factors": int(factors), "list_slots": int(slots),
                 "tables": int(tables), "writer": int(writer), "spare": int(spare)}
 
@@ -403,9 +425,10 @@ class VectorStore:
 
     A slot is freed in two steps, because a search reading an older snapshot may still
     rerank it: :meth:`release` forgets the id at once (``lookup`` no longer finds it) but
-    keeps the vector and id in place; :meth:`recycle` later makes the slot reusable, once
-    no reader of a snapshot from before the release remains.  ``slot_buckets`` is -1 for
-    every slot that holds no live vector, and is the writer's record of liveness.
+    keeps the vector and id in place (the bucket row becomes a tombstone, see
+    :meth:`BucketStore.tombstone`); :meth:`recycle` later makes the slot reusable, once no
+    reader of a snapshot from before the purge of its tombstone remains.  ``slot_buckets``
+    is -1 for every slot that holds no live vector, and is the writer's record of liveness.
     """
 
     def __init__(self, dim: int):
@@ -413,11 +436,6 @@ class VectorStore:
         self.vectors = np.zeros((0, dim), np.float32)
         self.slot_ids = np.zeros(0, np.int64)
         self.slot_buckets = np.zeros(0, np.int32)
-        # Write batch that removed the vector in each slot, LIVE while it is in the index.
-        # A search reading the snapshot of batch e treats a slot as removed when
-        # death <= e, so a removal needs no change to the buckets it leaves behind (a
-        # tombstone, purged later in bulk) and searches of older snapshots still see it.
-        self.death = np.zeros(0, np.int64)
         self.high_water = 0
         self.n_live = 0
         self.free: list[int] = []
@@ -433,7 +451,6 @@ class VectorStore:
         holds ``vectors[i]`` with id ``slot_ids[i]``, or is free when that id is -1."""
         store = cls(vectors.shape[1])
         store.vectors, store.slot_ids, store.slot_buckets = vectors, slot_ids, slot_buckets
-        store.death = np.full(vectors.shape[0], LIVE, np.int64)
         store.high_water = vectors.shape[0]
         free = np.flatnonzero(slot_ids < 0)
         store.free = free.tolist()
@@ -453,7 +470,7 @@ class VectorStore:
 
     def _live_mask(self) -> np.ndarray:
         hw = self.high_water
-        return (self.slot_buckets[:hw] >= 0) & (self.death[:hw] == LIVE)
+        return self.slot_buckets[:hw] >= 0
 
     def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self._live_mask())
@@ -499,10 +516,7 @@ class VectorStore:
         slot_ids[:hw] = self.slot_ids[:hw]
         slot_buckets = np.full(capacity, -1, np.int32)
         slot_buckets[:hw] = self.slot_buckets[:hw]
-        death = np.full(capacity, LIVE, np.int64)
-        death[:hw] = self.death[:hw]
         self.vectors, self.slot_ids, self.slot_buckets = vectors, slot_ids, slot_buckets
-        self.death = death
 
     def allocate(self, n: int) -> np.ndarray:
         """Return ``n`` free slots (reused ones first), growing the arrays if needed."""
@@ -520,7 +534,6 @@ class VectorStore:
         self.vectors[slots] = vectors
         self.slot_ids[slots] = ids
         self.slot_buckets[slots] = buckets
-        self.death[slots] = LIVE
         id_map.insert(_int64(ids), _int64(slots))
         self.n_live += slots.shape[0]
 
@@ -534,17 +547,17 @@ class VectorStore:
             return slots
         return self.id_map.lookup(ids)
 
-    def release(self, slots: np.ndarray, batch: int) -> None:
-        """Remove the vectors in ``slots`` in write batch ``batch``: their ids are
-        forgotten and their bucket rows become tombstones (see :meth:`forget`)."""
+    def release(self, slots: np.ndarray) -> None:
+        """Remove the vectors in ``slots``: their ids are forgotten and the slots no
+        longer count as live; vector and id stay for searches of older snapshots (whose
+        bucket rows still name the slots) until :meth:`forget` and :meth:`recycle`."""
         self.id_map.remove(_int64(self.slot_ids[slots]))
         self.n_live -= slots.shape[0]
-        self.death[slots] = batch
+        self.slot_buckets[slots] = -1
 
     def forget(self, slots: np.ndarray, batch: int) -> None:
         """The tombstones of ``slots`` left their buckets in write batch ``batch``: the
         slots become reusable once no search reads a snapshot older than it."""
-        self.slot_buckets[slots] = -1
         self.pending.append((batch, np.array(slots, np.int64)))
 
     def recycle(self, oldest_read_batch: int) -> None:
@@ -583,14 +596,11 @@ class VectorStore:
         and every slot's pending release is settled by the move."""
         n = self.n_live
         vectors, slot_ids, slot_buckets = self.vectors, self.slot_ids, self.slot_buckets
-        if int(np.count_nonzero(slot_buckets[:self.high_water] >= 0)) != n:
-            raise RuntimeError("compact() needs buckets without tombstones; purge them first")
         self.high_water = n
         self._reallocate(max(int(n * 1.25), 1024))
         self.vectors[new] = vectors[old]
         self.slot_ids[new] = slot_ids[old]
         self.slot_buckets[new] = slot_buckets[old]
-        self.death[new] = LIVE
         if self._id_map is not None:
             self._id_map.update(_int64(slot_ids[old]), _int64(new))
         self.free = []
@@ -598,18 +608,16 @@ class VectorStore:
 
     def memory_parts(self) -> dict[str, int]:
         """Bytes allocated, by part: ``vectors`` (the float32 rerank vectors),
-        ``slot_ids`` (the id of each slot, read for every reranked candidate),
-        ``tombstones`` (``death``, read for every admitted candidate), ``writer`` (the
-        id map, the bucket of each slot and the free-slot lists: read by updates and
-        lookups only) and ``spare`` (the unused capacity of slot_ids and tombstones)."""
+        ``slot_ids`` (the id of each slot, read for every reranked candidate), ``writer``
+        (the id map, the bucket of each slot and the free-slot lists: read by updates
+        and lookups only) and ``spare`` (the unused capacity of slot_ids)."""
         id_map = self._id_map.nbytes if self._id_map is not None else 0
         # Free slots are Python ints in a list: 8 bytes per entry plus the int object.
         free = 36 * len(self.free) + sum(s.nbytes for _, s in self.pending)
         unused = self.slot_ids.shape[0] - self.high_water
         return {"vectors": int(self.vectors.nbytes), "slot_ids": int(self.slot_ids.nbytes),
-                "tombstones": int(self.death.nbytes),
                 "writer": int(self.slot_buckets.nbytes + id_map + free),
-                "spare": int(unused * (self.slot_ids.itemsize + self.death.itemsize))}
+                "spare": int(unused * self.slot_ids.itemsize)}
 
 
 def _int64(a: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 import binidx
 from binidx import _balance, _codes
 from binidx._reference import neighbour_mismatch
-from binidx._storage import LIVE
 
 DIM = 8
 
@@ -34,11 +33,13 @@ def check_invariants(index):
     seen = []
     for bucket in range(b.n_lists):
         size = int(b.sizes[bucket])
-        slots = b.slots[bucket][:size].astype(np.int64)
-        removed = s.death[slots] != LIVE
+        rows = b.slots[bucket][:size].astype(np.int64)
+        removed = rows < 0  # tombstones hold ~slot
+        slots = np.where(removed, ~rows, rows)
         assert np.count_nonzero(removed) == b.dead[bucket]
         seen.append(slots[~removed])
-        assert np.all(s.slot_buckets[slots] == bucket)
+        assert np.all(s.slot_buckets[slots[~removed]] == bucket)
+        assert np.all(s.slot_buckets[slots[removed]] == -1)
         assert np.array_equal(b.slot_pos[slots], np.arange(size))
         codes, factors, _ = b._read_rows(bucket)
         want_codes, want_factors = _codes.encode(s.vectors[slots] - index._centroids[bucket],

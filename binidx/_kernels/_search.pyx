@@ -96,8 +96,7 @@ cdef extern from "search_impl.h" namespace "binidx":
         const float* vectors
         const int64_t* slot_ids
         const uint8_t* allowed
-        const int64_t* death
-        int64_t epoch
+        int tombstones
 
     ctypedef struct Result:
         float key
@@ -214,19 +213,19 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
            const uintptr_t[::1] slot_ptrs,
            const int64_t[::1] sizes, const float[:, ::1] vectors, const int64_t[::1] slot_ids,
            float[:, ::1] out_d, int64_t[:, ::1] out_i, const uint8_t[::1] allowed=None,
-           const int64_t[::1] death=None, int64_t epoch=0, int64_t shared_chunk=0):
+           bint tombstones=True, int64_t shared_chunk=0):
     """Search a batch of queries; results are written into ``out_d`` / ``out_i``.
 
     ``factor_scales`` (n_lists, 2) is the step of each bucket's factor bytes.
     ``allowed`` (one byte per slot) restricts the candidates to slots marked 1.
-    ``death`` (one write batch per slot) hides the slots removed at or before ``epoch``.
+    ``tombstones`` says whether some bucket rows are tombstones (negative slots, which
+    are never results); False skips looking for them.
     ``shared_chunk`` > 0 searches the queries in chunks of that many, with one pass over
     each probed bucket per chunk (same results; pays off when the codes are out of cache).
     """
     cdef IndexView v
     v.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
-    v.death = &death[0] if death is not None and death.shape[0] > 0 else NULL
-    v.epoch = epoch
+    v.tombstones = tombstones
     v.dim = queries.shape[1]
     v.n_bits = projection_t.shape[1]
     v.n_words = <int>((v.n_bits + 63) // 64)
@@ -258,7 +257,7 @@ def search_exact_subset(const float[:, ::1] queries, int k, int n_threads, int m
     """Exact top k of each query among the vectors of ``subset`` (slots)."""
     cdef IndexView v
     v.allowed = NULL
-    v.death = NULL
+    v.tombstones = 0
     v.dim = queries.shape[1]
     v.metric = metric
     v.vectors = &vectors[0, 0] if vectors.shape[0] > 0 else NULL

@@ -77,13 +77,12 @@ struct IndexView {
     const uint64_t* const* codes;    // per bucket: (blocks, n_words, 8), see simd_kernels.h
     const Factor* const* factors;    // per bucket: (blocks, 2, 8) bytes
     const float* factor_scales;      // (n_lists, 2): the step of bucket b's a and rn2 bytes
-    const int32_t* const* slots;     // per bucket: (size,)
+    const int32_t* const* slots;     // per bucket: (size,); ~slot (< 0) marks a tombstone
     const int64_t* sizes;            // (n_lists,)
     const float* vectors;            // (capacity, dim), indexed by slot
     const int64_t* slot_ids;         // (capacity,), external id of each slot
     const uint8_t* allowed;          // (capacity,) 0/1 per slot, or null: no filter
-    const int64_t* death;            // (capacity,) write batch that removed the slot, or null
-    int64_t epoch;                   // the snapshot's batch: slots with death <= epoch are gone
+    int tombstones;                  // whether any bucket row is a tombstone
 };
 
 struct Result {
@@ -326,10 +325,10 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
     s.checked = 0;
 }
 
-// Whether a slot may be a result: it passes the filter and was not removed as of the
-// snapshot being searched (a tombstone of a later batch still counts).
+// Whether a slot may be a result: it is not a tombstone (a vector removed before the
+// snapshot being searched was published: negative) and it passes the filter.
 static inline bool admissible(const IndexView& v, int32_t s) {
-    return (v.allowed == nullptr || v.allowed[s]) && (v.death == nullptr || v.death[s] > v.epoch);
+    return s >= 0 && (v.allowed == nullptr || v.allowed[s]);
 }
 
 // Drop the candidates admitted since the last check that fail the filters.  The scan
@@ -339,17 +338,15 @@ static const int64_t DROP_AHEAD = 16;
 
 static inline __attribute__((always_inline)) void prefetch_admissible(const IndexView& v,
                                                                       int32_t s) {
-    if (v.allowed != nullptr) __builtin_prefetch(v.allowed + s);
-    if (v.death != nullptr) __builtin_prefetch(v.death + s);
+    if (v.allowed != nullptr && s >= 0) __builtin_prefetch(v.allowed + s);
 }
 
 static inline void drop_inadmissible(const IndexView& v, QueryState& s) {
     BINIDX_PROF_START(drop);
-    if (v.allowed != nullptr || v.death != nullptr) {
-        // Each test is a random read (8 MB of death entries at 1M slots, mostly out of
-        // L2): the entries DROP_AHEAD places on are prefetched, so that many misses
-        // overlap instead of the loop waiting on each in turn (a tenth of a sift-1m
-        // search without it).
+    if (v.allowed != nullptr || v.tombstones) {
+        // A tombstone is a negative slot, no memory access; a filter test is a random
+        // read of allowed[slot]: the entries DROP_AHEAD places on are prefetched, so that
+        // many misses overlap instead of the loop waiting on each in turn.
         Candidate* c = s.cands.data();
         const int64_t end = s.admit.m;
         for (int64_t i = s.checked; i < std::min(s.checked + DROP_AHEAD, end); ++i)

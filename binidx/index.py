@@ -703,10 +703,10 @@ class Index:
 
             - ``codes``: the binary codes in the buckets;
             - ``factors``: the per-vector correction factors;
-            - ``list_slots``: the slot of each bucket row (int32);
+            - ``list_slots``: the slot of each bucket row (int32; a removed vector's row
+              holds ``~slot`` until it is purged, so tombstones cost no memory);
             - ``slot_ids``: the user id of each slot (int64, read for reranked candidates);
-            - ``tombstones``: the per-slot removal state (read for admitted candidates);
-            - ``tables``: bucket sizes and pointer tables;
+            - ``tables``: bucket sizes, factor scales and pointer tables;
             - ``quantizer``: the arrays of centroids and of the rotation a search reads;
 
             then ``resident`` (their sum), ``vectors`` (float32 rerank vectors),
@@ -742,8 +742,7 @@ class Index:
                 "total": resident + parts["vectors"] + parts["writer"], "spare": parts["spare"]}
 
     #: The parts of :meth:`memory_usage` that add up to ``resident``.
-    RESIDENT_PARTS = ("codes", "factors", "list_slots", "slot_ids", "tombstones", "tables",
-                      "quantizer")
+    RESIDENT_PARTS = ("codes", "factors", "list_slots", "slot_ids", "tables", "quantizer")
 
     def _search_quantizer(self) -> tuple[np.ndarray, ...]:
         """The centroid and rotation arrays the compiled search reads."""

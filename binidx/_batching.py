@@ -8,19 +8,34 @@ core's L2 and the chunk probes each bucket several times; its cost is the state 
 chunk's queries (candidate buffers, rotated queries), which no longer stays in L1.
 Results are identical either way (tests/test_batching.py); only speed differs.
 
-The thresholds come from paired runs on the development machine (AMD EPYC, 1 MB L2 per
-core, 32 MB L3), see the search section of docs/design.md.
+The thresholds come from paired runs on the development machine (AMD EPYC, 2 cores,
+1 MB L2 per core, 32 MB L3, shared with other jobs: load 5-7), one query at a time against
+chunks of 32-512 in the same process (CPU time, medians of 5):
+
+============  ==========  =============  ===================  =====================
+index         scanned MB  probe rate     best chunks, 1 thr.  2 threads
+============  ==========  =============  ===================  =====================
+sift-1m       28          48 / 2,182     128-512: 1.12x       128-512: 1.08-1.12x
+dev-sift      5.6         32 / 1,061     64-128: 1.03-1.04x   64-128: 1.10-1.14x
+dev-text      3.0         128 / 588      32-128: 1.07-1.09x   32: 1.10x, others ~1
+============  ==========  =============  ===================  =====================
+
+Chunks gain from about 2 visits per probed bucket on (dev-sift at 64: 1.9 visits,
+1.03-1.14x), most at 4 or more; below that little (sift-1m at 64: 1.4 visits,
+1.01-1.07x).  Even indexes that fit in L3 gain on a loaded
+machine, whose other jobs evict them between queries.  See the search section of
+docs/design.md.
 """
 from __future__ import annotations
 
-# Below this many bytes of scanned data (codes, factors, slots) the whole index stays in
-# L2/L3 between queries and a shared pass only adds its bookkeeping.
-SHARED_MIN_BYTES = 8 << 20
+# Below this many bytes of scanned data (codes, factors, slots) the index stays in the
+# core's L2 (1 MB here) between queries and a shared pass only adds its bookkeeping.
+SHARED_MIN_BYTES = 2 << 20
 # A chunk must probe each of its buckets this many times on average to pay.
 SHARED_MIN_VISITS = 2.0
 # Chunk size aimed at, in expected visits per probed bucket, and bounds on it: the
-# state of a chunk's queries grows with it (~5 kB each at n_rerank 160).
-SHARED_TARGET_VISITS = 6.0
+# state of a chunk's queries grows with it (~6 kB each at n_rerank 160).
+SHARED_TARGET_VISITS = 5.0
 SHARED_MIN_CHUNK = 32
 SHARED_MAX_CHUNK = 256
 

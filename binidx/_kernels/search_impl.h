@@ -196,6 +196,10 @@ struct Workspace {
     std::vector<QueryState> chunk;  // search_chunk_shared's queries
     std::vector<float> group_dots;  // coarse_group: <q, c> of a group of queries
     std::vector<float> group_qrot;  // coarse_group: their P q
+    // search_chunk_shared's (query, probe) pairs by bucket, and the order of the buckets.
+    std::vector<int64_t> pair_start, rank_sum, rank_start;
+    std::vector<std::pair<int32_t, int32_t>> pairs;
+    std::vector<int32_t> bucket_order;
 
     void reserve(const IndexView& v) {
         coarse.resize((size_t)v.n_lists);
@@ -507,55 +511,111 @@ static void search_group(const IndexView& v, const Kernels& K, const float* quer
                    ws.group_qrot.data() + i * v.n_bits);
 }
 
+// Prefetch what scan_probe reads of query s for its probe p besides the bucket: the
+// rotated query (l2), the tail of its candidate buffer, the probe's coarse key.  In a
+// shared pass consecutive scans belong to different queries, whose states (a few kB each,
+// a chunk's worth ~1.5 MB) are not in L1.
+static inline __attribute__((always_inline)) void prefetch_query_state(
+        const IndexView& v, const QueryState& s, int64_t p) {
+    if (v.metric == METRIC_L2) prefetch_range(s.qrot.data(), v.n_bits * 4);
+    __builtin_prefetch(s.cands.data() + s.admit.m, 1);
+    __builtin_prefetch(s.probe_keys.data() + p);
+}
+
 // Search a chunk of queries with one pass over each probed bucket (issue 8): every query
 // first scans its nearest bucket alone (which sets a tight admission threshold early),
-// then the buckets the chunk probes are visited in bucket order, each scanned for all
-// the queries that probe it while its codes are in cache.  The admission rule makes the
-// kept candidates independent of the scan order, so the results equal search_one's.
+// then each bucket the chunk probes further is scanned for all the queries that probe it
+// in a row, while its codes are in L1/L2.  Buckets go in the order of the mean probe rank
+// of their queries, so those near to most of their queries come first and the thresholds
+// tighten early, as they do when one query scans its buckets nearest first.  The
+// admission rule makes the kept candidates independent of the scan order, so the results
+// equal search_one's.
 static void search_chunk_shared(const IndexView& v, const Kernels& K, const float* queries,
                                 int64_t nq, int n_probe, int64_t n_rerank, int k,
                                 Workspace& ws, float* out_d, int64_t* out_i) {
     if ((int64_t)ws.chunk.size() < nq) ws.chunk.resize((size_t)nq);
+    std::vector<QueryState>& qs = ws.chunk;
     for (int64_t g = 0; g < nq; g += COARSE_GROUP) {
         const int64_t m = std::min(COARSE_GROUP, nq - g);
         coarse_group(v, K, queries + g * v.dim, m, ws);
         for (int64_t i = g; i < g + m; ++i)
-            start_query(v, K, queries + i * v.dim, n_probe, n_rerank, ws, ws.chunk[(size_t)i],
+            start_query(v, K, queries + i * v.dim, n_probe, n_rerank, ws, qs[(size_t)i],
                         ws.group_dots.data() + (i - g) * v.n_lists,
                         ws.group_qrot.data() + (i - g) * v.n_bits);
     }
-    for (int64_t i = 0; i < nq; ++i)
-        if (!ws.chunk[(size_t)i].probes.empty()) scan_probe(v, K, ws.chunk[(size_t)i], 0, NextBucket{}, ws);
+    const int64_t np = (int64_t)qs[0].probes.size();  // the same for every query
+    if (np == 0) {
+        for (int64_t i = 0; i < nq; ++i)
+            finish_query(v, K, qs[(size_t)i], k, ws, out_d + i * k, out_i + i * k);
+        return;
+    }
+    // Rank 0 of every query, in turn; the next query's nearest bucket is prefetched.
+    const int32_t first = qs[0].probes[0];
+    prefetch_bucket_start(v.codes[first], v.factors[first], v.slots[first], v.sizes[first],
+                          v.n_words);
+    for (int64_t i = 0; i < nq; ++i) {
+        const NextBucket next = i + 1 < nq ? next_bucket(v, qs[(size_t)i + 1].probes[0]) : NextBucket{};
+        scan_probe(v, K, qs[(size_t)i], 0, next, ws);
+    }
 
-    // (query, probe rank) pairs grouped by bucket: a counting sort over bucket ids.
+    // The (query, probe rank) pairs of ranks >= 1 grouped by bucket (a counting sort over
+    // bucket ids), and the buckets ordered by the mean rank of their pairs (a counting
+    // sort over the rounded mean, which lies in [1, np)).
     BINIDX_PROF_START(group);
-    std::vector<int64_t> start((size_t)v.n_lists + 1, 0);
+    std::vector<int64_t>& start = ws.pair_start;
+    std::vector<int64_t>& rank_sum = ws.rank_sum;
+    start.assign((size_t)v.n_lists + 1, 0);
+    rank_sum.assign((size_t)v.n_lists, 0);
     for (int64_t i = 0; i < nq; ++i)
-        for (size_t p = 1; p < ws.chunk[(size_t)i].probes.size(); ++p)
-            ++start[(size_t)ws.chunk[(size_t)i].probes[p] + 1];
+        for (int64_t p = 1; p < np; ++p) {
+            const int32_t b = qs[(size_t)i].probes[(size_t)p];
+            ++start[(size_t)b + 1];
+            rank_sum[(size_t)b] += p;
+        }
+    std::vector<int64_t>& by_rank = ws.rank_start;
+    by_rank.assign((size_t)np + 1, 0);
+    for (int64_t b = 0; b < v.n_lists; ++b) {
+        const int64_t c = start[(size_t)b + 1];
+        if (c > 0) ++by_rank[(size_t)((rank_sum[(size_t)b] + c / 2) / c) + 1];
+    }
+    for (int64_t r = 0; r < np; ++r) by_rank[(size_t)r + 1] += by_rank[(size_t)r];
+    std::vector<int32_t>& order = ws.bucket_order;
+    order.resize((size_t)by_rank[(size_t)np]);
+    for (int64_t b = 0; b < v.n_lists; ++b) {
+        const int64_t c = start[(size_t)b + 1];
+        if (c > 0) order[(size_t)by_rank[(size_t)((rank_sum[(size_t)b] + c / 2) / c)]++] = (int32_t)b;
+    }
     for (int64_t b = 0; b < v.n_lists; ++b) start[(size_t)b + 1] += start[(size_t)b];
-    std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    std::vector<std::pair<int32_t, int32_t>> pairs((size_t)start[(size_t)v.n_lists]);
+    std::vector<int64_t>& fill = ws.rank_sum;  // reused: no longer needed
+    std::copy(start.begin(), start.end() - 1, fill.begin());
+    std::vector<std::pair<int32_t, int32_t>>& pairs = ws.pairs;
+    pairs.resize((size_t)start[(size_t)v.n_lists]);
     for (int64_t i = 0; i < nq; ++i)
-        for (size_t p = 1; p < ws.chunk[(size_t)i].probes.size(); ++p)
-            pairs[(size_t)fill[(size_t)ws.chunk[(size_t)i].probes[p]]++] = {(int32_t)i, (int32_t)p};
+        for (int64_t p = 1; p < np; ++p)
+            pairs[(size_t)fill[(size_t)qs[(size_t)i].probes[(size_t)p]]++] = {(int32_t)i, (int32_t)p};
     BINIDX_PROF_STOP(group, PROF_GROUP);
 
-    for (int64_t b = 0; b < v.n_lists; ++b) {
-        if (start[(size_t)b] == start[(size_t)b + 1]) continue;
-        // The first scan of a bucket reads it from memory: the one before prefetched its
-        // start.  Find the bucket visited after this one for the same purpose.
-        int64_t nb = b + 1;
-        while (nb < v.n_lists && start[(size_t)nb] == start[(size_t)nb + 1]) ++nb;
-        for (int64_t j = start[(size_t)b]; j < start[(size_t)b + 1]; ++j) {
+    const bool l2 = v.metric == METRIC_L2;
+    for (size_t o = 0; o < order.size(); ++o) {
+        const int32_t b = order[o];
+        // The first scan of a bucket reads it from memory; it prefetches the start of the
+        // bucket visited next, and the rotated centroid of that one is prefetched here.
+        NextBucket next{};
+        if (o + 1 < order.size()) {
+            next = next_bucket(v, order[o + 1]);
+            if (l2) prefetch_range(v.centroids_rot + (int64_t)order[o + 1] * v.n_bits, v.n_bits * 4);
+        }
+        const int64_t end = start[(size_t)b + 1];
+        for (int64_t j = start[(size_t)b]; j < end; ++j) {
+            if (j + 1 < end)
+                prefetch_query_state(v, qs[(size_t)pairs[(size_t)j + 1].first],
+                                     pairs[(size_t)j + 1].second);
             const auto [i, p] = pairs[(size_t)j];
-            const NextBucket next = (j == start[(size_t)b] && nb < v.n_lists)
-                                        ? next_bucket(v, (int32_t)nb) : NextBucket{};
-            scan_probe(v, K, ws.chunk[(size_t)i], p, next, ws);
+            scan_probe(v, K, qs[(size_t)i], p, j == start[(size_t)b] ? next : NextBucket{}, ws);
         }
     }
     for (int64_t i = 0; i < nq; ++i)
-        finish_query(v, K, ws.chunk[(size_t)i], k, ws, out_d + i * k, out_i + i * k);
+        finish_query(v, K, qs[(size_t)i], k, ws, out_d + i * k, out_i + i * k);
 }
 
 // shared_chunk > 0: queries are searched in chunks of that many with

@@ -68,6 +68,10 @@ def shared_chunk(n_queries: int, n_threads: int, n_probe: int, n_lists: int,
     probe_rate = min(n_probe, n_lists) / n_lists  # of the buckets, per query
     chunk = min(SHARED_MAX_CHUNK, per_thread, max(SHARED_MIN_CHUNK,
                                                   round(SHARED_TARGET_VISITS / probe_rate)))
+    # Equal chunks, the same number for each thread: 2,000 queries in chunks of 227 would
+    # leave one of 2 threads a fifth chunk to run alone.
+    chunks_per_thread = -(-per_thread // chunk)
+    chunk = -(-per_thread // chunks_per_thread)
     if chunk * probe_rate < SHARED_MIN_VISITS:
         return 0
     return int(chunk)

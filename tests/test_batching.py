@@ -53,7 +53,12 @@ def test_rule_shares_large_indexes_in_bounded_chunks():
     assert chunk * 48 / 2182 >= _batching.SHARED_MIN_VISITS
     # Each thread takes whole chunks: no chunk is larger than a thread's share.
     assert _batching.shared_chunk(100, 2, 48, 2182, big) in (0, 50)
-    assert _batching.shared_chunk(2000, 2, 48, 2182, big) <= 1000
+    for n_queries, n_threads in ((2000, 1), (2000, 2), (1999, 2), (777, 2)):
+        chunk = _batching.shared_chunk(n_queries, n_threads, 48, 2182, big)
+        n_steps = -(-n_queries // chunk)
+        assert chunk <= _batching.SHARED_MAX_CHUNK
+        assert n_steps % n_threads == 0  # every thread gets as many chunks
+        assert n_queries - (n_steps - 1) * chunk >= chunk // 2  # no tiny last chunk
 
 
 def test_rule_declines_chunks_that_would_visit_buckets_once():

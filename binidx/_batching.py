@@ -10,7 +10,8 @@ Results are identical either way (tests/test_batching.py); only speed differs.
 
 The thresholds come from paired runs on the development machine (AMD EPYC, 2 cores,
 1 MB L2 per core, 32 MB L3, shared with other jobs: load 5-7), one query at a time against
-chunks of 32-512 in the same process (CPU time, medians of 5):
+chunks of 32-512 in the same process (CPU time, medians of 5; the factors were still two
+float32 per vector then, 12 bytes with the slot: one byte each now, 6 bytes):
 
 ============  ==========  =============  ===================  =====================
 index         scanned MB  probe rate     best chunks, 1 thr.  2 threads

@@ -563,9 +563,9 @@ class Index:
         n_probe = min(n_probe, snap.n_lists)
         chunk = 0
         if q.shape[0] >= _batching.SHARED_MIN_CHUNK:  # (skips the rule for small batches)
-            # Per vector: its code, two factors and its slot.
+            # Per vector: its code, two one-byte factors and its int32 slot.
             chunk = _batching.shared_chunk(q.shape[0], n_threads, n_probe, snap.n_lists,
-                                           snap.n_live * (self._n_bits // 8 + 12))
+                                           snap.n_live * (self._n_bits // 8 + 6))
         _search.search(
             q, k, n_probe, n_rerank, n_threads,
             0 if self._metric == "l2" else 1,

@@ -71,6 +71,9 @@ def test_run_end_to_end(tmp_path):
     assert exact[0]["factory"] == "Flat"
     single = [ln for ln in lines if ln["mode"] == "single"]
     assert all(ln["latency_ms_p99"] >= ln["latency_ms_p50"] > 0 for ln in single)
+    # One-thread modes also carry QPS from the search thread's CPU time; all threads not.
+    assert all(ln["cpu_qps"] > 0 for ln in lines if ln["mode"] != "batch-all")
+    assert not any("cpu_qps" in ln for ln in lines if ln["mode"] == "batch-all")
     assert all(ln["n_queries_timed"] == 10 for ln in single)
     ivf = [ln for ln in lines if ln["engine"] == "faiss-ivf"]
     assert {ln["factory"] for ln in ivf} == {"IVF64,Flat"}
@@ -80,6 +83,7 @@ def test_run_end_to_end(tmp_path):
     summary = (out / "summary.md").read_text()
     assert summary == stdout.rstrip("\n") or summary in stdout
     assert "QPS @ R10>=0.95" in summary and "| faiss-exact |" in summary
+    assert summary.count("QPS from the search thread's CPU time") == 2  # batch-1t, single
     assert "`IVF64,Flat`" in summary and "python -m benchmarks run" in summary
     pytest.importorskip("matplotlib")
     pngs = sorted(p.name for p in out.glob("pareto-*.png"))

@@ -565,6 +565,7 @@ class Index:
         if q.shape[0] >= _batching.SHARED_MIN_CHUNK:  # (skips the rule for small batches)
             # Per vector: its code, two one-byte factors and its int32 slot.
             chunk = _batching.shared_chunk(q.shape[0], n_threads, n_probe, snap.n_lists,
+                                           n_rerank, self._n_bits,
                                            snap.n_live * (self._n_bits // 8 + 6))
         _search.search(
             q, k, n_probe, n_rerank, n_threads,

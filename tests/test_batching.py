@@ -43,18 +43,28 @@ def _force_chunk(monkeypatch, chunk):
 
 # ------------------------------------------------------------------ the rule
 def test_rule_keeps_small_indexes_on_the_per_query_path():
-    assert _batching.shared_chunk(10_000, 1, 48, 2048, _batching.SHARED_MIN_BYTES - 1) == 0
+    small = _batching.SHARED_MIN_BYTES - 1
+    assert _batching.shared_chunk(10_000, 1, 48, 2048, 160, 128, small) == 0
+
+
+def test_rule_shares_mid_sized_indexes_only_with_a_small_chunk_state():
+    mid = (_batching.SHARED_MIN_BYTES + _batching.SHARED_LARGE_BYTES) // 2
+    # dev-text-like: 128 of 588 buckets per query, n_rerank 40: 32 queries, ~150 kB.
+    assert _batching.shared_chunk(1000, 1, 128, 588, 40, 384, mid) == 32
+    # dev-sift-like: 32 of 1,061, n_rerank 160: ~166 queries of ~5.5 kB each.
+    assert _batching.shared_chunk(2000, 1, 32, 1061, 160, 128, mid) == 0
+    assert _batching.shared_chunk(2000, 1, 32, 1061, 160, 128, _batching.SHARED_LARGE_BYTES) > 0
 
 
 def test_rule_shares_large_indexes_in_bounded_chunks():
-    big = 28 << 20  # sift-1m: 1M codes of 128 bits, factors, slots
-    chunk = _batching.shared_chunk(2000, 1, 48, 2182, big)
+    big = 22 << 20  # sift-1m: 1M codes of 128 bits, factors, slots
+    chunk = _batching.shared_chunk(2000, 1, 48, 2182, 160, 128, big)
     assert _batching.SHARED_MIN_CHUNK <= chunk <= _batching.SHARED_MAX_CHUNK
     assert chunk * 48 / 2182 >= _batching.SHARED_MIN_VISITS
     # Each thread takes whole chunks: no chunk is larger than a thread's share.
-    assert _batching.shared_chunk(100, 2, 48, 2182, big) in (0, 50)
+    assert _batching.shared_chunk(100, 2, 48, 2182, 160, 128, big) in (0, 50)
     for n_queries, n_threads in ((2000, 1), (2000, 2), (1999, 2), (777, 2)):
-        chunk = _batching.shared_chunk(n_queries, n_threads, 48, 2182, big)
+        chunk = _batching.shared_chunk(n_queries, n_threads, 48, 2182, 160, 128, big)
         n_steps = -(-n_queries // chunk)
         assert chunk <= _batching.SHARED_MAX_CHUNK
         assert n_steps % n_threads == 0  # every thread gets as many chunks
@@ -63,7 +73,7 @@ def test_rule_shares_large_indexes_in_bounded_chunks():
 
 def test_rule_declines_chunks_that_would_visit_buckets_once():
     # 40 queries probing 8 of 4096 buckets visit each probed bucket about once.
-    assert _batching.shared_chunk(40, 1, 8, 4096, 1 << 30) == 0
+    assert _batching.shared_chunk(40, 1, 8, 4096, 40, 128, 1 << 30) == 0
 
 
 def test_search_uses_the_rule(monkeypatch, recorder):
@@ -73,8 +83,9 @@ def test_search_uses_the_rule(monkeypatch, recorder):
     index.search(q, k=5, n_probe=4, n_threads=1)
     assert recorder.chunks[-1] == 0  # 2,000 vectors: far below SHARED_MIN_BYTES
     monkeypatch.setattr(_batching, "SHARED_MIN_BYTES", 0)
-    index.search(q, k=5, n_probe=4, n_threads=1)
-    assert recorder.chunks[-1] == _batching.shared_chunk(80, 1, 4, index.n_lists, 1)
+    monkeypatch.setattr(_batching, "SHARED_LARGE_BYTES", 0)
+    index.search(q, k=5, n_probe=4, n_rerank=20, n_threads=1)
+    assert recorder.chunks[-1] == _batching.shared_chunk(80, 1, 4, index.n_lists, 20, 64, 1)
     assert recorder.chunks[-1] > 0
     index.search(q[:3], k=5, n_probe=4, n_threads=1)  # a small batch: never shared
     assert recorder.chunks[-1] == 0

@@ -9,8 +9,9 @@ random order), so the initial half misses whole clusters and later rounds bring 
 After the initial build and after every round it records, per engine: recall@1/@10
 against exact ground truth of the *current* live set, insert and delete throughput,
 batched QPS, bucket balance (``n_lists`` and largest / mean bucket size, for engines with
-buckets) and ``stale_results`` (returned ids that were deleted or never inserted: must be
-0).  A last line rebuilds the index from scratch on the final live set, so the recall lost
+buckets), the latency of single-id deletes (``SINGLE_DELETES`` of each round's deletions are
+removed one id per call: the case where FAISS IVF scans every list per call) and
+``stale_results`` (returned ids that were deleted or never inserted: must be 0).  A last line rebuilds the index from scratch on the final live set, so the recall lost
 to churn can be read off directly.  :func:`summarize` condenses the rounds into the
 numbers issue 4's criteria are stated in (:data:`CRITERIA`).
 
@@ -47,6 +48,9 @@ CRITERIA = {
     "delete_per_s": 1_000_000,
 }
 TARGET_RECALL = 0.95
+#: Ids of each round's deletions that are removed one id per call, each call timed (the
+#: rest go in one batched call).  A few hundred give a stable median and p99.
+SINGLE_DELETES = 200
 
 
 def cluster_order(x: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
@@ -132,10 +136,31 @@ def _update_capable(engine: str):
     return cls
 
 
+def _single_deletes(adapter, ids: np.ndarray) -> dict[str, Any]:
+    """Remove ``ids`` one per call; the latency of each call in microseconds."""
+    latencies = []
+    for id_ in ids.tolist():
+        one = np.array([id_], dtype=np.int64)
+        t0 = time.perf_counter()
+        adapter.remove(one)
+        latencies.append(1e6 * (time.perf_counter() - t0))
+    if not latencies:
+        return {}
+    return {"single_deletes": len(latencies), "single_delete_us": latencies,
+            "single_delete_us_p50": float(np.percentile(latencies, 50)),
+            "single_delete_us_p99": float(np.percentile(latencies, 99))}
+
+
 def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order: str,
                  rounds: int, fraction: float, threads: int, seed: int, k: int = 10,
-                 command: str | None = None) -> list[dict]:
+                 command: str | None = None,
+                 single_deletes: int = SINGLE_DELETES) -> list[dict]:
     """Run the runbook for one engine; write and return one JSON line per round.
+
+    Each round removes its ids in one batched call, except the last ``single_deletes``
+    of them, which are removed one id per call, each call timed: the live set evolves
+    exactly as with one call, and ``single_delete_us_p50`` / ``_p99`` give the latency
+    of a lone delete.
 
     With ``params["rebuild_each_round"]`` true, every round also builds a fresh index on
     that round's live set and records its recall as ``fresh_recall@10``: in cluster
@@ -176,18 +201,21 @@ def churn_engine(ds: Dataset, engine: str, params: dict, sink: TextIO, *, order:
         gone = rng.choice(live, size=n_change, replace=False)
         new = np.asarray(pool[:n_change], dtype=np.int64)
         del pool[:n_change]
+        n_single = min(single_deletes, n_change - 1)
+        batch = gone[:n_change - n_single]
         t0 = time.perf_counter()
-        adapter.remove(gone)
+        adapter.remove(batch)
         delete_s = time.perf_counter() - t0
+        singles = _single_deletes(adapter, gone[n_change - n_single:])
         t0 = time.perf_counter()
         adapter.add(ds.base[new], new)
         insert_s = time.perf_counter() - t0
         live = np.sort(np.concatenate([np.setdiff1d(live, gone, assume_unique=True), new]))
         evaluator = _truth(ds, live, k)
         line = {**common, "round": rnd, "n_live": len(live), "n_deleted": n_change,
-                "n_inserted": n_change, "delete_s": delete_s, "insert_s": insert_s,
-                "delete_per_s": n_change / max(delete_s, 1e-9),
-                "insert_per_s": n_change / max(insert_s, 1e-9),
+                "n_inserted": n_change, "n_batch_deleted": len(batch), "delete_s": delete_s,
+                "insert_s": insert_s, "delete_per_s": len(batch) / max(delete_s, 1e-9),
+                "insert_per_s": n_change / max(insert_s, 1e-9), **singles,
                 "memory_bytes_total": adapter.memory_bytes()["total"],
                 **bucket_balance(adapter), **_evaluate(adapter, ds, live, k, evaluator)}
         fresh = None  # the last round's fresh index serves as the final rebuild
@@ -265,6 +293,7 @@ def summarize(lines: list[dict]) -> list[dict]:
             "delete_per_s": (float(np.median([r["delete_per_s"] for r in updates]))
                              if updates else None),
             "stale_results": int(sum(r["stale_results"] for r in rows)),
+            **_pooled_singles(updates),
             "loadavg_max": max(loads) if loads else None,
         }
         base = s["rebuild_recall@10"]
@@ -291,6 +320,21 @@ def summarize(lines: list[dict]) -> list[dict]:
                              s["delete_per_s"] >= CRITERIA["delete_per_s"])
         out.append(s)
     return out
+
+
+def _pooled_singles(updates: list[dict]) -> dict[str, Any]:
+    """Median and p99 of the single-id delete latencies of every round, pooled."""
+    pooled = [us for r in updates for us in r.get("single_delete_us", [])]
+    if not pooled:
+        return {"single_deletes": 0, "single_delete_us_p50": None, "single_delete_us_p99": None}
+    return {"single_deletes": len(pooled),
+            "single_delete_us_p50": float(np.percentile(pooled, 50)),
+            "single_delete_us_p99": float(np.percentile(pooled, 99))}
+
+
+def _singles(line: dict) -> str:
+    p50, p99 = line.get("single_delete_us_p50"), line.get("single_delete_us_p99")
+    return "-" if p50 is None else f"{p50:,.0f} / {p99:,.0f}"
 
 
 def _mark(flag: bool | None) -> str:
@@ -325,13 +369,15 @@ def summary_markdown(summaries: list[dict]) -> str:
                  "set (\"same set\", when every round was rebuilt); rates are medians over "
                  "rounds; ✓ / ✗ = meets / misses issue 4's bound (mean >= rebuild - 1, "
                  "worst >= rebuild - 2, judged on the same-set gaps when there are any; bucket "
-                 "<= 3x mean; insert >= 20,000 /s per core; delete >= 1,000,000 /s)."),
+                 "<= 3x mean; insert >= 20,000 /s per core; delete >= 1,000,000 /s in batched "
+                 "calls). Single deletes: median / p99 latency of one-id remove calls, in "
+                 "microseconds, over every round."),
                 "",
                 ("| order | engine | search | recall@10 round 0 | mean 0..R | final rebuild "
                  "| mean - final | worst - final | mean - same set | worst - same set "
                  "| max bucket / mean | n_lists start -> end | insert /s per core | delete /s "
-                 "| stale | max load |"),
-                "|---|---|---|" + "---:|" * 13]
+                 "| single delete us p50 / p99 | stale | max load |"),
+                "|---|---|---|" + "---:|" * 14]
         runs = [(r["order"], r["engine"]) for r in rows]
         for s in sorted(rows, key=lambda r: (r["order"] != "random", r["order"], r["engine"],
                                              r["started"])):
@@ -353,7 +399,7 @@ def summary_markdown(summaries: list[dict]) -> str:
                 f"| {_num(s['max_bucket_max_over_mean'], '.2f')}{_mark(s['meets_balance'])} "
                 f"| {lists} | {_num(s['insert_per_core'], ',.0f')}{_mark(s['meets_insert'])} "
                 f"| {_num(s['delete_per_s'], ',.0f')}{_mark(s['meets_delete'])} "
-                f"| {s['stale_results']} | {_num(s['loadavg_max'], '.1f')} |")
+                f"| {_singles(s)} | {s['stale_results']} | {_num(s['loadavg_max'], '.1f')} |")
         out.append("")
     return "\n".join(out)
 
@@ -372,16 +418,17 @@ def churn_markdown(lines: list[dict]) -> str:
                 f"Run started {started or '?'}, git `{first.get('git')}`.", "",
                 (f"`{first['factory']}`, search {first['query_params']}, "
                  f"{first['threads']} threads"), "",
-                ("| round | live | n_lists | max bucket / mean | delete /s | insert /s "
+                ("| round | live | n_lists | max bucket / mean | delete /s "
+                 "| single delete us p50 / p99 | insert /s "
                  "| insert /s per core | recall@1 | recall@10 | fresh build's recall@10 | QPS "
                  "| stale ids | load |"),
-                "|---|" + "---:|" * 12]
+                "|---|" + "---:|" * 13]
         for ln in rows:
             load = ln.get("loadavg_now") or ln.get("loadavg")
             out.append(
                 f"| {ln['round']} | {ln['n_live']:,} | {_num(ln.get('n_lists'), ',')} "
                 f"| {_num(ln.get('bucket_max_over_mean'), '.2f')} "
-                f"| {_rate(ln, 'delete_per_s')} | {_rate(ln, 'insert_per_s')} "
+                f"| {_rate(ln, 'delete_per_s')} | {_singles(ln)} | {_rate(ln, 'insert_per_s')} "
                 f"| {_rate(ln, 'insert_per_s', ln['threads'])} | {ln['recall@1']:.4f} "
                 f"| {ln['recall@10']:.4f} | {_num(ln.get('fresh_recall@10'), '.4f')} "
                 f"| {ln['qps']:,.0f} | {ln['stale_results']} "
@@ -545,12 +592,14 @@ def run_churn_command(args, argv: list[str]) -> int:
     path = os.path.join(out_dir, f"churn-{args.order}.jsonl")
     threads = args.threads or os.cpu_count() or 1
     command = _command_line(argv)
+    single = getattr(args, "single_deletes", SINGLE_DELETES)
     lines: list[dict] = []
     with open(path, "w", encoding="utf-8") as sink:
         for engine in args.engines:
             lines += churn_engine(ds, engine, params[engine], sink, order=args.order,
                                   rounds=args.rounds, fraction=args.fraction,
-                                  threads=threads, seed=args.seed, command=command)
+                                  threads=threads, seed=args.seed, command=command,
+                                  single_deletes=single)
     text = f"Command: `{command}`\n\n" + churn_markdown(lines)
     with open(os.path.join(out_dir, f"churn-{args.order}.md"), "w", encoding="utf-8") as f:
         f.write(text)

@@ -1,4 +1,4 @@
-"""Self-balancing buckets: split oversized buckets, dissolve tiny ones, in bounded work.
+"""Self-balancing buckets: split oversized buckets, dissolve small ones, in bounded work.
 
 When inserts drift away from the trained centroids (a catalog gaining new kinds of items)
 a few buckets grow far beyond the others: their scans get slower and a fixed ``n_probe``
@@ -11,16 +11,30 @@ covers less of the space around them.  After each write batch the index calls
 * **reassigns** the vectors near the changed boundary, following SPFresh's LIRE
   protocol: the split bucket's vectors and those of the ``NEIGHBOURS`` buckets whose
   centroids are nearest to the old centroid go to their nearest centroid among the two
-  new ones and those neighbours.  Everything else stays, so the work is bounded by
-  about ``NEIGHBOURS + 1`` buckets per split, never a rebuild;
+  new ones and those neighbours, after ``LOCAL_LLOYD`` local k-means steps.  Everything
+  else stays, so the work is bounded by about ``NEIGHBOURS + 1`` buckets per split,
+  never a rebuild;
+* **merges**: each split dissolves the smallest bucket when it holds less than
+  ``MERGE_FACTOR`` x the mean.  Where deletions thinned the data, buckets shrink and
+  their centroids are in surplus; where inserts arrive, buckets grow.  Moving a
+  centroid from the one to the other is what a fresh k-means on the live set would do,
+  and it keeps ``n_lists`` (so the share of buckets a fixed ``n_probe`` visits) from
+  growing without bound;
+* **migrates**: a bucket whose share of the vectors grew by ``GROWTH_FACTOR`` x since its centroid
+  was last fitted (:func:`fitted_shares`) is split too, when a bucket small enough to
+  merge pays for it.  New kinds of items first land in the buckets of the old ones
+  nearest to them; those buckets need not reach twice the mean to hold a cluster of
+  their own;
 * **dissolves** a bucket that removals left with fewer than ``DISSOLVE_FACTOR`` x the
-  mean size: its vectors go to their nearest other centroid and the bucket is deleted.
+  mean size.
 
-Each batch performs at most ``1 + inserted / mean`` splits (amortised O(1) splits per
-mean-bucket of inserts; none in a batch that only removes), largest bucket first; the
-rest waits for the next batch.  The
-changes are made on fresh arrays and published with the batch (binidx/_snapshot.py), so
-searches running meanwhile see the index before or after, never halfway.
+A dissolved bucket's vectors go to their nearest other centroid, appended to those
+buckets (their centroids do not move, so nothing else in them is rewritten).  Each batch
+performs at most ``1 + inserted / mean`` splits (amortised O(1) splits per mean-bucket
+of inserts; none in a batch that only removes), oversized buckets first, then the most
+grown; the rest waits for the next batch.  The changes are made on fresh arrays and
+published with the batch (binidx/_snapshot.py), so searches running meanwhile see the
+index before or after, never halfway.
 """
 from __future__ import annotations
 
@@ -30,12 +44,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _codes, _kmeans
+from . import _codes, _kmeans, _storage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index import Index
 
 SPLIT_FACTOR = 2.0
+MERGE_FACTOR = 0.5
+GROWTH_FACTOR = 1.5
 DISSOLVE_FACTOR = 1.0 / 8.0
 NEIGHBOURS = 16
 # Balancing starts once buckets hold this many vectors on average: below it the sizes
@@ -49,7 +65,7 @@ LOCAL_LLOYD = 3
 
 
 def rebalance(index: Index, inserted: int, removed_from: np.ndarray) -> int:
-    """Split and dissolve buckets of ``index`` after a write batch.
+    """Split, merge and dissolve buckets of ``index`` after a write batch.
 
     Parameters
     ----------
@@ -70,11 +86,37 @@ def rebalance(index: Index, inserted: int, removed_from: np.ndarray) -> int:
     if buckets.n_lists == 0 or n_live < MIN_MEAN_SIZE * buckets.n_lists:
         return 0
     mean = n_live / buckets.n_lists
-    if (not inserted or buckets.live_sizes().max() <= SPLIT_FACTOR * mean) and not (
-            removed_from.size and buckets.live_sizes()[removed_from].min() < DISSOLVE_FACTOR * mean):
+    sizes = buckets.live_sizes()
+    fitted = fitted_shares(index)
+    split = inserted and (sizes.max() > SPLIT_FACTOR * mean
+                          or (sizes > GROWTH_FACTOR * mean * _growth_base(fitted)).any())
+    if not split and not (removed_from.size
+                          and sizes[removed_from].min() < DISSOLVE_FACTOR * mean):
         return 0  # the common case: nothing to do, checked without any setup
     with _one_blas_thread():
         return _rebalance(index, inserted, removed_from)
+
+
+def fitted_shares(index: Index) -> np.ndarray:
+    """Live size of each bucket, over the mean, when its centroid was last fitted to its
+    members.
+
+    Set for the buckets a split rewrites, and for every bucket the first time the index
+    is balanced (after a build, or a load: it is not saved).  ``rebalance`` splits a
+    bucket whose share grew by ``GROWTH_FACTOR`` since: shares, not sizes, so that an
+    index growing evenly (every bucket gaining alike) does not count as drifting.
+    """
+    fitted = getattr(index, "_fitted_shares", None)
+    if fitted is None or fitted.shape[0] != index._buckets.n_lists:
+        sizes = index._buckets.live_sizes()
+        fitted = index._fitted_shares = sizes / max(sizes.mean(), 1.0)
+    return fitted
+
+
+def _growth_base(fitted: np.ndarray) -> np.ndarray:
+    # A bucket fitted small grows by half quickly without holding much: measure its
+    # growth from at least the merge threshold.
+    return np.maximum(fitted, MERGE_FACTOR)
 
 
 _BLAS = None  # threadpoolctl controller, made once: inspecting the loaded libraries costs ~1 ms
@@ -111,17 +153,37 @@ def _rebalance(index: Index, inserted: int, removed_from: np.ndarray) -> int:
     # Splits follow inserts only: a removal-only batch never grows a bucket.
     budget = 1 + math.ceil(inserted / max(n_live / buckets.n_lists, 1.0)) if inserted else 0
     while budget > 0:
-        mean = n_live / buckets.n_lists
-        sizes = buckets.live_sizes()
-        b = int(np.argmax(sizes))
-        if sizes[b] <= SPLIT_FACTOR * mean:
+        b = _next_split(buckets.live_sizes(), work.fitted, n_live / buckets.n_lists)
+        if b < 0:
             break
-        work.split(b)
+        halves = [b, work.split(b)]
         budget -= 1
         changes += 1
+        sizes = buckets.live_sizes()
+        sizes[halves] = n_live  # never undo the split just made
+        smallest = int(np.argmin(sizes))
+        if sizes[smallest] < MERGE_FACTOR * n_live / buckets.n_lists:
+            work.dissolve(smallest)
+            changes += 1
     if changes:
         work.finish()
     return changes
+
+
+def _next_split(sizes: np.ndarray, fitted: np.ndarray, mean: float) -> int:
+    """The bucket to split next, -1 for none: the largest if it is over ``SPLIT_FACTOR``
+    x the mean, else the most grown since it was fitted if that is over
+    ``GROWTH_FACTOR`` and another bucket is small enough to merge."""
+    largest = int(np.argmax(sizes))
+    if sizes[largest] > SPLIT_FACTOR * mean:
+        return largest
+    growth = sizes / (mean * _growth_base(fitted))
+    grown = int(np.argmax(growth))
+    if growth[grown] <= GROWTH_FACTOR:
+        return -1
+    others = sizes.copy()
+    others[grown] = sizes.max()
+    return grown if others.min() < MERGE_FACTOR * mean else -1
 
 
 class _Rebalancer:
@@ -132,43 +194,63 @@ class _Rebalancer:
         self.buckets = index._buckets
         self.store = index._store
         self.centroids = index._centroids.copy()
+        self.fitted = fitted_shares(index).copy()
 
     # --------------------------------------------------------------- operations
-    def split(self, b: int) -> None:
-        slots = self._members(b)
-        x = self.store.vectors[slots]
+    def split(self, b: int) -> int:
+        """Split bucket b in two; return the new bucket's number."""
+        x = self.store.vectors[self._live(b)]
         c1, c2 = _two_means(x, self.centroids[b], seed=self.index.seed + b)
         near = self._nearest_buckets(self.centroids[b], NEIGHBOURS + 1)
         near = near[near != b][:NEIGHBOURS]
         nb = self.buckets.add_bucket()
+        self.fitted = np.append(self.fitted, 0)
         self.centroids = np.vstack([self.centroids, c2[None, :]])
         self.centroids[b] = c1
         # LIRE: the split bucket's vectors and the neighbours' go to their nearest
         # centroid among {c1, c2, neighbours}; a few local Lloyd steps then move those
         # centroids to the means of what they hold.
-        group = np.concatenate([[b, nb], near]).astype(np.int64)
-        self._reassign(group, [b] + near.tolist())
+        self._reassign(np.concatenate([[b, nb], near]).astype(np.int64))
+        return nb
 
     def dissolve(self, b: int) -> None:
-        slots = self._members(b)
+        """Move bucket b's vectors to their nearest other centroids and delete it.
+
+        The receiving buckets' centroids do not change, so the moved vectors are
+        appended to them (encoded against their new centroid) and nothing else in those
+        buckets is rewritten."""
+        slots = self._take_live([b])
         if slots.size:
             others = np.delete(np.arange(self.buckets.n_lists), b)
-            x = self.store.vectors[slots]
-            targets = others[_kmeans.assign(x, self.centroids[others],
-                                            _kmeans.squared_norms(self.centroids[others]))]
-            self._apply_moves(np.full(slots.size, b), targets, slots, rebuild=())
+            cents = self.centroids[others]
+            targets = others[_kmeans.assign(self.store.vectors[slots], cents,
+                                            _kmeans.squared_norms(cents))]
+            self._append(targets, slots)
         self._drop(b)
 
     def finish(self) -> None:
         """Install the new centroids (fresh arrays: snapshots keep the old ones)."""
         self.index._install_centroids(self.centroids)
+        self.index._fitted_shares = self.fitted
 
     # ------------------------------------------------------------------ helpers
-    def _members(self, b: int) -> np.ndarray:
-        """Slots of the live vectors of bucket b (its tombstones are purged first)."""
-        if self.buckets.dead[b]:
-            self.index._purge_tombstones([b])
-        return self.buckets.slots[b][:int(self.buckets.sizes[b])].astype(np.int64)
+    def _live(self, b: int) -> np.ndarray:
+        """Slots of the live vectors of bucket b (its rows minus its tombstones, which
+        hold ``~slot``)."""
+        rows = self.buckets.slots[b][:int(self.buckets.sizes[b])].astype(np.int64)
+        return rows[rows >= 0] if self.buckets.dead[b] else rows
+
+    def _take_live(self, buckets: list[int]) -> np.ndarray:
+        """Slots of the live vectors of these buckets; their tombstones are released at
+        once (the caller rewrites or drops every one of these buckets, so they need no
+        purge)."""
+        rows = np.concatenate([self.buckets.slots[b][:int(self.buckets.sizes[b])]
+                               for b in buckets]).astype(np.int64)
+        if not self.buckets.dead[buckets].any():
+            return rows
+        alive = rows >= 0
+        self.store.forget(~rows[~alive], self.index._batch)
+        return rows[alive]
 
     def _nearest_buckets(self, point: np.ndarray, n: int) -> np.ndarray:
         d = _kmeans.squared_norms(self.centroids) - 2.0 * self.centroids @ point
@@ -176,11 +258,11 @@ class _Rebalancer:
         nearest = np.argpartition(d, n - 1)[:n]
         return nearest[np.argsort(d[nearest], kind="stable")]
 
-    def _reassign(self, group: np.ndarray, sources: list[int]) -> None:
-        """Vectors of ``sources`` go to their nearest centroid within ``group`` after
-        ``LOCAL_LLOYD`` local k-means steps; every bucket of the group is re-encoded."""
-        slots = np.concatenate([self._members(s) for s in sources])
-        current = self.store.slot_buckets[slots].astype(np.int64)
+    def _reassign(self, group: np.ndarray) -> None:
+        """Vectors of the buckets in ``group`` go to their nearest centroid within
+        ``group`` after ``LOCAL_LLOYD`` local k-means steps; every bucket of the group is
+        rewritten (its centroid moved, so all its codes change)."""
+        slots = self._take_live(group.tolist())
         x = self.store.vectors[slots]
         cg = self.centroids[group].copy()
         for _ in range(LOCAL_LLOYD):
@@ -193,52 +275,58 @@ class _Rebalancer:
             filled = counts > 0
             cg[filled] = sums[filled] / counts[filled, None]
         self.centroids[group] = cg
-        target = group[_kmeans.assign(x, cg, _kmeans.squared_norms(cg))]
-        self._apply_moves(current, target, slots, rebuild=group.tolist())
+        local = _kmeans.assign(x, cg, _kmeans.squared_norms(cg))
+        codes, factors = _codes.encode(x - cg[local], self.index._projection, self.index._scale)
+        order = np.argsort(local, kind="stable")
+        bounds = np.searchsorted(local[order], np.arange(group.size + 1))
+        for j, t in enumerate(group.tolist()):
+            rows = order[bounds[j]:bounds[j + 1]]
+            self.buckets.replace(t, codes[rows], factors[rows], slots[rows].astype(np.int32))
+        self.store.slot_buckets[slots] = group[local]
+        mean = len(self.store) / self.buckets.n_lists
+        self.fitted[group] = np.bincount(local, minlength=group.size) / mean
 
-    def _apply_moves(self, current: np.ndarray, target: np.ndarray, slots: np.ndarray,
-                     rebuild) -> None:
-        """Rewrite the buckets that lose or gain vectors, and those in ``rebuild``:
-        rows that stay keep their codes unless their bucket is rebuilt; rows that arrive
-        are encoded against their new centroid."""
-        moved = current != target
-        touched = set(rebuild) | set(current[moved].tolist()) | set(target[moved].tolist())
-        # Membership by slot-indexed masks (np.isin would sort both sides per bucket).
-        given = np.zeros(self.store.slot_buckets.shape[0], bool)
-        given[slots] = True
-        leaving = np.zeros_like(given)
-        leaving[slots[moved]] = True
-        for t in sorted(touched):
-            members = self._members(t)
-            if t in rebuild:
-                keep = np.zeros(0, np.int64)
-                new_slots = np.concatenate([slots[target == t], members[~given[members]]])
-            else:
-                keep = members[~leaving[members]]
-                new_slots = slots[moved & (target == t)]
-            self._write_bucket(t, keep, new_slots)
-        self.store.slot_buckets[slots] = target
+    def _append(self, targets: np.ndarray, slots: np.ndarray) -> None:
+        """Append the vectors in ``slots`` to buckets ``targets``, encoded against them.
 
-    def _write_bucket(self, b: int, keep: np.ndarray, new_slots: np.ndarray) -> None:
-        """Bucket b := its rows for the ``keep`` slots (codes unchanged) + ``new_slots``
-        encoded against centroid b."""
-        positions = self.buckets.slot_pos[keep]
-        old_codes, old_factors, _ = self.buckets._read_positions(b, positions)
-        x = self.store.vectors[new_slots] - self.centroids[b]
+        A receiver whose factor scales (binidx/_storage.py) are too small for its
+        arrivals is rewritten instead, from exact factors: appending would re-quantise
+        its old factor bytes, which then stray by up to a whole step.  About one
+        receiver in eight on dev-text."""
+        x = self.store.vectors[slots] - self.centroids[targets]
         codes, factors = _codes.encode(x, self.index._projection, self.index._scale)
-        self.buckets.replace(b, np.concatenate([old_codes, codes]),
-                             np.concatenate([old_factors, factors]),
-                             np.concatenate([keep, new_slots]).astype(np.int32))
+        self.store.slot_buckets[slots] = targets
+        order = np.argsort(targets, kind="stable")
+        receivers, starts = np.unique(targets[order], return_index=True)
+        top = np.maximum.reduceat(factors[order], starts, axis=0)
+        grows = ((_storage.scale_for_max(top) > self.buckets.scales[receivers]).any(axis=1)
+                 & (self.buckets.sizes[receivers] > 0))
+        appended = ~np.isin(targets, receivers[grows])
+        self.buckets.append(targets[appended], codes[appended], factors[appended],
+                            slots[appended].astype(np.int32))
+        for t in receivers[grows].tolist():
+            members = np.concatenate([self._take_live([t]), slots[targets == t]])
+            self._rewrite(t, members)
+
+    def _rewrite(self, b: int, slots: np.ndarray) -> None:
+        """Bucket b := exactly the vectors in ``slots``, encoded against centroid b."""
+        codes, factors = _codes.encode(self.store.vectors[slots] - self.centroids[b],
+                                       self.index._projection, self.index._scale)
+        self.buckets.replace(b, codes, factors, slots.astype(np.int32))
 
     def _drop(self, b: int) -> None:
-        """Delete empty bucket b: the last bucket takes its number."""
+        """Delete bucket b, whose rows all moved or were released: the last bucket takes
+        its number."""
         last = self.buckets.n_lists - 1
         self.buckets.sizes[b] = 0
         self.buckets.drop_bucket(b)
         if b != last:
             self.centroids[b] = self.centroids[last]
-            self.store.slot_buckets[self._members(b)] = b
+            self.fitted[b] = self.fitted[last]
+            rows = self.buckets.slots[b][:int(self.buckets.sizes[b])]
+            self.store.slot_buckets[rows[rows >= 0]] = b  # tombstones have no bucket
         self.centroids = self.centroids[:last].copy()
+        self.fitted = self.fitted[:last].copy()
 
 
 def _two_means(x: np.ndarray, center: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -277,9 +277,10 @@ class BucketStore:
 
     def _resize(self, b: int, capacity: int) -> None:
         """Move bucket b into fresh arrays of the given capacity (>= its size)."""
-        blocks = int(n_blocks(capacity))
-        used = int(n_blocks(self.sizes[b]))
+        # Plain int arithmetic: this runs once per bucket a batch changes, and NumPy
+        # scalar operations cost microseconds each.
         size = int(self.sizes[b])
+        blocks, used = -(-capacity // BLOCK), -(-size // BLOCK)
         codes = np.zeros((blocks, self.n_words, BLOCK), np.uint64)
         factors = np.zeros((blocks, 2, BLOCK), FACTOR_DTYPE)
         slots = np.zeros(blocks * BLOCK, np.int32)

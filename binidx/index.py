@@ -29,6 +29,10 @@ from .errors import InvalidInputError, NotTrainedError, ReadOnlyIndexError
 
 # Vectors are assigned and encoded in blocks of this many rows to bound temporary memory.
 _ADD_BLOCK = 65536
+# A bucket's tombstones are purged once they are over a quarter of its rows and at least
+# this many: a purge copies the bucket (copy-on-write, ~20 us of Python whatever its size),
+# so in small buckets it must clear enough of them to cost under ~1 us per removal.
+_PURGE_MIN = 32
 # Largest number of vectors one Index holds: slots are int32 in the inverted lists.
 MAX_VECTORS = 2**31 - 1
 # How codes are laid out in the inverted lists (and in files): blocks of 8 codes.
@@ -364,18 +368,21 @@ class Index:
 
     def _purge_tombstones(self, buckets=None) -> None:
         """Remove the tombstones of these buckets (default: every bucket holding more
-        tombstones than a quarter of its rows, so each purge is paid for by as many
-        removals as it moves rows; amortised O(1) per removal)."""
+        tombstones than a quarter of its rows and at least ``_PURGE_MIN``, so each purge
+        is paid for by as many removals as it moves rows; amortised O(1) per removal)."""
         b = self._buckets
         if buckets is None:
-            buckets = np.flatnonzero(b.dead * 4 > b.sizes)
-        buckets = [int(i) for i in buckets if b.dead[i]]
-        if not buckets:
+            buckets = np.flatnonzero((b.dead * 4 > b.sizes) & (b.dead >= _PURGE_MIN))
+        buckets = np.asarray(buckets, np.int64)
+        buckets = buckets[b.dead[buckets] > 0]
+        if not buckets.size:
             return
-        dead_slots = [b.dead_slots(i) for i in buckets]
-        slots = np.concatenate(dead_slots)
-        owners = np.repeat(np.asarray(buckets, np.int32), [d.size for d in dead_slots])
-        b.remove(owners, slots.astype(np.int32))
+        # Every row of these buckets at once: tombstones hold ~slot (negative).
+        sizes = b.sizes[buckets]
+        rows = np.concatenate([b.slots[i][:n] for i, n in zip(buckets.tolist(), sizes.tolist())])
+        dead = rows < 0
+        slots = ~rows[dead]
+        b.remove(np.repeat(buckets.astype(np.int32), sizes)[dead], slots)
         b.dead[buckets] = 0
         self._store.forget(slots.astype(np.int64), self._batch)
 
@@ -853,14 +860,16 @@ class Index:
             self._batch_inserted, self._batch_removed_from = 0, []
             try:
                 yield
-                if self._buckets is not None and self._batch_removed_from:
-                    self._purge_tombstones()
-                    self._compact_if_sparse()
+                # Rebalance first: buckets it rewrites or dissolves drop their tombstones
+                # on the way, so the purge after it copies none of them.
                 if self.balance and (self._batch_inserted or self._batch_removed_from):
                     from . import _balance
 
                     removed_from = np.concatenate(self._batch_removed_from or [np.zeros(0, np.int32)])
                     _balance.rebalance(self, self._batch_inserted, removed_from)
+                if self._buckets is not None and self._batch_removed_from:
+                    self._purge_tombstones()
+                    self._compact_if_sparse()
             finally:
                 self._publish()
 

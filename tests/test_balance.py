@@ -50,6 +50,8 @@ def check_invariants(index):
         assert (np.abs(factors - want_factors) <= b.scales[bucket] * (1 + 1e-5) + 1e-6).all()
     seen = np.concatenate(seen)
     assert np.array_equal(np.sort(seen), s.live_slots()), "a live vector is lost or doubled"
+    fitted = getattr(index, "_fitted_shares", None)
+    assert fitted is None or fitted.shape[0] == b.n_lists
     assert len(index) == seen.size
 
 
@@ -82,13 +84,19 @@ def test_split_divides_an_oversized_bucket_and_keeps_invariants():
     check_invariants(index)
 
 
-def test_dissolve_merges_a_bucket_emptied_by_removals():
-    rng = np.random.default_rng(1)
+def eight_clusters(seed):
+    """4,000 vectors of 8 clusters, their cluster labels, and an index of 8 buckets."""
+    rng = np.random.default_rng(seed)
     centers = rng.standard_normal((8, DIM)) * 5
     labels = rng.integers(8, size=4000)
     x = (centers[labels] + rng.standard_normal((4000, DIM))).astype(np.float32)
     index = binidx.Index(DIM, n_lists=8, seed=2).train(x)
     index.add(x)
+    return x, labels, index
+
+
+def test_dissolve_merges_a_bucket_emptied_by_removals():
+    x, labels, index = eight_clusters(1)
     n_lists = index.n_lists
     # Remove almost all of one cluster: its bucket falls under 1/8 of the mean size.
     victims = np.flatnonzero(labels == labels[0])[:-5]
@@ -111,8 +119,9 @@ def test_balance_can_be_switched_off_and_is_saved(tmp_path):
     loaded = binidx.load(tmp_path / "a.binidx")
     assert loaded.balance is False and loaded.n_lists == 4
     loaded.balance = True
-    loaded.add(x[:10])  # the next write rebalances
-    assert loaded.n_lists > 4
+    largest = loaded.list_sizes().max()
+    loaded.add(x[:10])  # the next write rebalances: the drifted bucket is split
+    assert loaded.list_sizes().max() < largest / 2
     check_invariants(loaded)
     with pytest.raises(binidx.InvalidInputError, match="balance must be True or False"):
         binidx.Index(DIM, balance="yes")
@@ -124,14 +133,94 @@ def test_split_index_round_trips_through_a_file(tmp_path):
     x = clusters(1500, centers[:2], rng)
     index = binidx.Index(DIM, n_lists=4).train(x)
     index.add(x)
+    trained = index._centroids.copy()
     index.add(clusters(3000, centers[4:5] * 3, rng), np.arange(5000, 8000))
-    assert index.n_lists > 4
+    sizes = index.list_sizes()
+    assert sizes.max() <= _balance.SPLIT_FACTOR * sizes.mean() + 1  # the far cluster was split
+    assert not np.array_equal(index._centroids, trained)
     index.save(tmp_path / "b.binidx")
     loaded = binidx.load(tmp_path / "b.binidx")
     q = clusters(20, centers, rng)
     a, b = index.search(q, k=5), loaded.search(q, k=5)
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.distances, b.distances)
     check_invariants(loaded)
+
+
+def test_a_split_merges_the_smallest_bucket_so_n_lists_stays():
+    """Deletions thin one cluster; a drifted cluster then overfills a bucket.  The split
+    of the overfull bucket dissolves the thinned one: the centroid moves to where the
+    data grew, n_lists stays, and the thinned cluster's last vectors join other buckets."""
+    rng = np.random.default_rng(4)
+    centers = rng.standard_normal((9, DIM)) * 6
+    labels = np.arange(4000) % 8
+    x = (centers[labels] + rng.standard_normal((4000, DIM))).astype(np.float32)
+    index = binidx.Index(DIM, n_lists=8, seed=5).train(x)
+    index.add(x)
+    n_lists = index.n_lists
+    thinned = np.flatnonzero(labels == 3)
+    index.remove(thinned[:-150])  # 150 left: under half, over an eighth of the mean
+    assert index.n_lists == n_lists
+    drift = (centers[8] + 0.5 * rng.standard_normal((1000, DIM))).astype(np.float32)
+    index.add(drift, np.arange(10_000, 11_000))
+    sizes = index.list_sizes()
+    assert index.n_lists == n_lists
+    assert sizes.max() <= _balance.SPLIT_FACTOR * sizes.mean() + 1
+    left = index._store.lookup(thinned[-150:])
+    home = index._store.slot_buckets[left]
+    assert all(sizes[b] > 150 for b in np.unique(home)), "the thinned bucket survived"
+    check_invariants(index)
+
+
+def test_dissolve_appends_to_the_receiving_buckets_without_rewriting_them(monkeypatch):
+    # One Gaussian blob: a bucket's vectors are about as far from the neighbouring
+    # centroids as those buckets' own vectors, so most receivers' factor scales fit.
+    x = np.random.default_rng(6).standard_normal((4000, DIM)).astype(np.float32)
+    index = binidx.Index(DIM, n_lists=8, seed=2).train(x)
+    index.add(x)
+    victims = np.flatnonzero(index._store.slot_buckets[index._store.lookup(np.arange(4000))] == 0)
+    index.remove(victims[:-60])  # 60 left: over an eighth of the mean (55)
+    assert index.n_lists == 8
+    store = index._store
+    doomed = store.slot_buckets[store.lookup(victims[-1:])[0]]
+    before = [index._buckets._read_rows(b) for b in range(index.n_lists) if b != doomed]
+    before = [rows for rows in before if (rows[2] >= 0).all()]  # no tombstones to purge
+    rewritten, replace = [], type(index._buckets).replace
+
+    def spy(self, b, codes, factors, slots):
+        rewritten.append(int(slots[0]))  # buckets renumber: name them by a member
+        return replace(self, b, codes, factors, slots)
+
+    monkeypatch.setattr(type(index._buckets), "replace", spy)
+    index.remove(victims[-60:-50])  # 50 left and 10 tombstones: dissolved
+    assert index.n_lists == 7
+    # A receiver is rewritten only when its factor scales must grow; every other one
+    # still holds its old rows first, unchanged, then the arrivals.
+    appended = [rows for rows in before if not set(rows[2].tolist()) & set(rewritten)]
+    assert len(appended) >= 4 and len(rewritten) <= 2
+    grew = 0
+    for codes, _, slots in appended:
+        got = index._buckets._read_rows(int(store.slot_buckets[slots[0]]))
+        assert np.array_equal(got[2][:slots.size], slots)
+        assert np.array_equal(got[0][:slots.size], codes)
+        grew += got[2].size > slots.size
+    assert grew >= 1
+    assert store.pending, "the dissolved bucket's tombstones were not released"
+    check_invariants(index)
+
+
+@pytest.mark.parametrize("sizes, fitted, want", [
+    ([10, 100, 300, 100], [10, 100, 300, 100], 2),   # over twice the mean: split
+    ([30, 100, 150, 100], [30, 100, 90, 100], 2),    # grew by 1.67x, bucket 0 can merge
+    ([60, 100, 150, 100], [60, 100, 90, 100], -1),   # grew, but nothing small to merge
+    ([30, 100, 120, 100], [30, 100, 90, 100], -1),   # grew by 1.33x only
+    ([30, 40, 100, 100], [30, 5, 100, 100], -1),     # 8x a tiny fit, but under half the mean
+])
+def test_next_split_takes_oversized_then_grown_buckets(sizes, fitted, want):
+    sizes, fitted = np.array(sizes), np.array(fitted)
+    mean = sizes.mean()
+    assert _balance._next_split(sizes, fitted / mean, mean) == want
+    # Shares, not sizes: the same growth with every bucket twice as large is no drift.
+    assert _balance._next_split(2 * sizes, fitted / mean, 2 * mean) == want
 
 
 # ------------------------------------------------------------------ model test

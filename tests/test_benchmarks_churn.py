@@ -168,3 +168,49 @@ def test_a_rerun_is_summarized_apart_from_the_first_run():
     assert [s["mean_recall@10"] for s in summaries] == pytest.approx([0.945, 0.90])
     text = churn.summary_markdown(summaries)
     assert "| e (run 10:00 UTC) |" in text and "| e (run 11:30 UTC) |" in text
+
+
+def test_single_deletes_are_timed_one_call_each_and_pooled_in_the_summary(tmp_path):
+    import io
+
+    ds = load_dataset("synthetic:n=2000,nq=30,dim=16,seed=3", cache_dir=str(tmp_path))
+    params = {"build": {"n_lists": 16}, "query": {"nprobe": 16}}
+    removed = []
+    adapter_cls = get_adapter_class("faiss-ivf")
+    original = adapter_cls.remove
+
+    def spy(self, ids):
+        removed.append(len(ids))
+        return original(self, ids)
+
+    adapter_cls.remove = spy
+    try:
+        lines = churn.churn_engine(ds, "faiss-ivf", params, io.StringIO(), order="random",
+                                   rounds=2, fraction=0.1, threads=1, seed=0, single_deletes=7)
+    finally:
+        adapter_cls.remove = original
+    # Per round: one batched call of 100 - 7 ids, then 7 calls of one id each.
+    assert removed == [93] + [1] * 7 + [93] + [1] * 7
+    rounds = lines[1:3]
+    assert all(ln["n_batch_deleted"] == 93 and ln["single_deletes"] == 7 for ln in rounds)
+    assert all(len(ln["single_delete_us"]) == 7 for ln in rounds)
+    assert all(0 < ln["single_delete_us_p50"] <= ln["single_delete_us_p99"] for ln in rounds)
+    # Every deleted id is gone: a full probe finds exactly the live set's neighbours.
+    assert all(ln["stale_results"] == 0 and ln["recall@10"] == 1.0 for ln in lines)
+    (s,) = churn.summarize(lines)
+    pooled = rounds[0]["single_delete_us"] + rounds[1]["single_delete_us"]
+    assert s["single_deletes"] == 14
+    assert s["single_delete_us_p50"] == pytest.approx(np.median(pooled))
+    assert f"| {s['single_delete_us_p50']:,.0f} / {s['single_delete_us_p99']:,.0f} |" in (
+        churn.summary_markdown([s]))
+
+
+def test_summary_of_runs_without_single_deletes_says_so():
+    lines = [_line(0, 0.95), _line(1, 0.95, insert_per_s=1.0, delete_per_s=1.0),
+             _line("rebuild", 0.95)]
+    (s,) = churn.summarize(lines)
+    assert s["single_deletes"] == 0 and s["single_delete_us_p50"] is None
+    lines[1].update(single_delete_us=[10.0, 20.0, 30.0, 1000.0])
+    (s,) = churn.summarize(lines)
+    assert s["single_delete_us_p50"] == 25.0
+    assert s["single_delete_us_p99"] == pytest.approx(np.percentile([10, 20, 30, 1000], 99))

@@ -94,6 +94,14 @@ def test_scan_matches_reference(kernel_path, n_bits):
             assert np.array_equal(got, ref.estimate_reference(codes, factors, w, alpha, beta, gamma))
 
 
+def test_scan_blocks_refuses_more_estimates_than_blocks():
+    codes = np.zeros((2, 2, 8), np.uint64)
+    factors = np.zeros((2, 2, 8), np.uint8)
+    planes = np.zeros((4, 2), np.uint64)
+    with pytest.raises(ValueError, match="17 estimates asked of 2 blocks"):
+        _search.scan_blocks(codes, factors, 17, planes, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+
 def test_scan_empty_bucket(kernel_path):
     out = _search.scan(np.zeros((0, 2), np.uint64), np.zeros((0, 2), np.uint8),
                        np.zeros((4, 2), np.uint64), 1.0, 1.0, 0.0, -2.0, 0.0, 1.0)

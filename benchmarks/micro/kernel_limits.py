@@ -75,7 +75,8 @@ def scan(gib: float, n_bits: int, repeats: int, read_gbs: float, seed: int = 0) 
     slots = np.arange(n, dtype=np.int32)
     planes, c1, c2, sum_w = _search.quantize(rng.standard_normal(n_bits).astype(np.float32))
     consts = (planes, c1, c2, sum_w, -2.0 / 170, 1.0, 1.0 / 128)
-    sample = _search.scan_blocks(codes[:4096], factors[:4096], 4096 * BLOCK, *consts)
+    head = min(4096, n_blocks)  # (a small --gib has fewer blocks)
+    sample = _search.scan_blocks(codes[:head], factors[:head], head * BLOCK, *consts)
     thresholds = {"none admitted": -np.inf, "3% admitted": float(np.quantile(sample, 0.03))}
     n_buckets = n // BUCKET
     hot = 4096  # codes re-scanned from cache: the kernel's compute rate

@@ -303,6 +303,9 @@ def scan_blocks(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factor
                 const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,
                 float beta, float gamma):
     """Run the active scan kernel over blocked codes (blocks, n_words, 8); n estimates."""
+    if n > codes.shape[0] * 8 or factors.shape[0] < codes.shape[0]:
+        raise ValueError(f"{n} estimates asked of {codes.shape[0]} blocks of codes and "
+                         f"{factors.shape[0]} of factors (8 vectors a block)")
     out = np.empty(codes.shape[0] * 8, dtype=np.float32)
     if n == 0:
         return out[:0]

@@ -53,6 +53,10 @@ def _extensions():
         macros.append(("BINIDX_HAVE_OPENMP", "1"))
     if os.environ.get("BINIDX_NATIVE") == "1":
         compile_args.append("-march=native")
+    # Every module includes the kernel headers: list them so that editing only a header
+    # rebuilds the extensions (without it build_ext kept a newer .so and silently
+    # measured the old code).
+    headers = sorted(glob(os.path.join("binidx", "_kernels", "*.h")))
     modules = []
     for path in sorted(glob(os.path.join("binidx", "_kernels", "*.pyx"))):
         name = os.path.splitext(path)[0].replace(os.sep, ".")
@@ -65,6 +69,7 @@ def _extensions():
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
                 define_macros=macros,
+                depends=headers,
             )
         )
     return cythonize(

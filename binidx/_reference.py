@@ -320,15 +320,19 @@ def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int
     out_d = np.full((queries.shape[0], k), worst, dtype=_F32)
     out_i = np.full((queries.shape[0], k), -1, dtype=np.int64)
     for row, qv in enumerate(queries):
-        # Coarse keys: ||q||^2 + ||c||^2 - 2 <q, c> (clamped at 0) for l2, -<q, c> for ip.
-        dots = matvec_t_reference(centroids.T, qv)
+        qrot = matvec_t_reference(projection.T, qv)
+        # Coarse keys: ||q||^2 + ||c||^2 - 2 <q, c> (clamped at 0) for l2, -<q, c> for ip;
+        # <q, c> is <P q, P c> (a dot_body per centroid) when P preserves inner products.
+        if index.n_bits >= index.dim:
+            dots = dot_reference(index._centroids_rot, qrot[None, :])
+        else:
+            dots = matvec_t_reference(centroids.T, qv)
         if l2:
             coarse = np.maximum(_F32(0.0), (dot_reference(qv, qv) + index._centroid_norms)
                                 - _F32(2.0) * dots)
         else:
             coarse = -dots
         probes = np.lexsort((np.arange(n_lists), coarse))[:n_probe]
-        qrot = matvec_t_reference(projection.T, qv)
         keys, slots = [], []
         for b in probes.tolist():
             codes, factors, bucket_slots, scales = _bucket_rows(buckets, b)

@@ -237,22 +237,37 @@ class Index:
         return self
 
     def _set_trained_state(self, centroids: np.ndarray, projection: np.ndarray, scale: float) -> None:
-        self._projection = projection
         self._scale = scale
-        self._projection_t = np.ascontiguousarray(projection.T)
+        # One copy of the rotation, transposed for the search's mat-vec; updates use its
+        # transpose view (BLAS reads either layout at the same speed).
+        self._projection_t = np.ascontiguousarray(projection.T, dtype=np.float32)
         self._install_centroids(centroids)
         self._buckets = BucketStore(self._centroids.shape[0], self._n_bits // 64)
         self._store = VectorStore(self._dim)
         self._labels = LabelStore()
 
+    @property
+    def _projection(self) -> np.ndarray:
+        """The random rotation P, (n_bits, dim): a view of the transposed copy."""
+        return self._projection_t.T
+
     def _install_centroids(self, centroids: np.ndarray) -> None:
         """Set the centroids and their derived arrays, all newly allocated: published
-        snapshots keep reading the old ones."""
+        snapshots keep reading the old ones.
+
+        The search reads the rotated centroids ``P c`` (the residual of a query to a
+        bucket is ``P q - P c``).  When P preserves inner products (``n_bits >= dim``)
+        the coarse step uses ``<P q, P c>`` from them too, and no other copy is kept for
+        the search; otherwise it needs the centroids themselves, transposed for its
+        mat-vec.  ``_centroids`` is the writer's copy (assignment, encoding, balancing,
+        files); searches never read it."""
         self._centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self._centroid_norms = _kmeans.squared_norms(self._centroids)
-        self._centroids_rot = np.ascontiguousarray(self._centroids @ self._projection.T)
-        # Transposed copy for the search kernel's vertical mat-vec (derived, not saved).
-        self._centroids_t = np.ascontiguousarray(self._centroids.T)
+        self._centroids_rot = np.ascontiguousarray(self._centroids @ self._projection_t)
+        if self._n_bits >= self._dim:
+            self._centroids_t = np.zeros((self._dim, 0), np.float32)
+        else:
+            self._centroids_t = np.ascontiguousarray(self._centroids.T)
 
     # ------------------------------------------------------------------- updates
     def add(self, x: Any, ids: Any = None, labels: Any = None) -> np.ndarray:
@@ -757,8 +772,8 @@ class Index:
         return (self._centroids_t, self._centroid_norms, self._centroids_rot, self._projection_t)
 
     def _writer_quantizer(self) -> tuple[np.ndarray, ...]:
-        """Centroid and rotation arrays only updates read."""
-        return (self._centroids, self._projection)
+        """Centroid arrays only updates read (the rotation is shared with the search)."""
+        return (self._centroids,)
 
     def _prepare(self, x: Any, name: str) -> np.ndarray:
         x = as_float32_matrix(x, self._dim, name)

@@ -55,6 +55,8 @@ cdef extern from "simd_kernels.h" namespace "binidx":
                                float*) noexcept nogil
     ctypedef void (*matmat_fn)(const float*, const float*, int64_t, int64_t, int64_t,
                                float*) noexcept nogil
+    ctypedef void (*matrows_fn)(const float*, const float*, int64_t, int64_t, int64_t,
+                                float*) noexcept nogil
 
     ctypedef struct Kernels:
         scan_fn scan
@@ -62,6 +64,7 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         quantize_fn quantize
         matvec_fn matvec_t
         matmat_fn matmat_t
+        matrows_fn matrows
         dist_fn l2
         dist_fn dot
         const char* name
@@ -230,8 +233,9 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
     v.n_bits = projection_t.shape[1]
     v.n_words = <int>((v.n_bits + 63) // 64)
     v.metric = metric
-    v.n_lists = centroids_t.shape[1]
-    v.centroids_t = &centroids_t[0, 0]
+    v.n_lists = centroid_norms.shape[0]
+    # No transposed centroids (0 columns): the coarse step uses the rotated ones.
+    v.centroids_t = &centroids_t[0, 0] if centroids_t.shape[1] > 0 else NULL
     v.centroid_norms = &centroid_norms[0]
     v.centroids_rot = &centroids_rot[0, 0]
     v.projection_t = &projection_t[0, 0]
@@ -408,6 +412,27 @@ def coarse_products(const float[:, ::1] at, const float[:, ::1] queries, bint ba
         else:
             for i in range(m):
                 K.matvec_t(&at[0, 0], &queries[i, 0], dim, n, &ov[i, 0])
+    return out
+
+
+def row_products(const float[:, ::1] a, const float[:, ::1] queries, bint batched):
+    """``queries @ a.T`` for a matrix stored by rows, as the search's coarse step computes it
+    from rotated centroids (matrows): ``batched`` for all queries in one call, else one at
+    a time.  For tests: both must equal dot_body's sums bit for bit."""
+    cdef int64_t m = queries.shape[0], dim = a.shape[1], n = a.shape[0], i
+    if queries.shape[1] != dim:
+        raise ValueError(f"queries have {queries.shape[1]} columns, the matrix {dim}")
+    out = np.empty((m, n), dtype=np.float32)
+    cdef float[:, ::1] ov = out
+    cdef Kernels K = kernels_for_path(_active_path)
+    if m == 0 or n == 0:
+        return out
+    with nogil:
+        if batched:
+            K.matrows(&a[0, 0], &queries[0, 0], m, dim, n, &ov[0, 0])
+        else:
+            for i in range(m):
+                K.matrows(&a[0, 0], &queries[i, 0], 1, dim, n, &ov[i, 0])
     return out
 
 

@@ -70,7 +70,9 @@ struct IndexView {
     int n_words;
     int metric;
     int64_t n_lists;
-    const float* centroids_t;        // (dim, n_lists): centroids, transposed
+    const float* centroids_t;        // (dim, n_lists): centroids, transposed; null when P
+                                     // preserves inner products (n_bits >= dim): the coarse
+                                     // step then uses <P q, P c> from centroids_rot
     const float* centroid_norms;     // (n_lists,): squared norms of the centroids
     const float* centroids_rot;      // (n_lists, n_bits): P c, used by l2
     const float* projection_t;       // (dim, n_bits): P, transposed
@@ -262,11 +264,25 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
     s.q = q;
     BINIDX_PROF_COUNT(PROF_QUERIES, 1);
 
+    // Rotate the query once: qrot = P q.
+    s.qrot.resize((size_t)v.n_bits);
+    if (qrot == nullptr) {
+        BINIDX_PROF_START(rotate);
+        K.matvec_t(v.projection_t, q, dim, v.n_bits, s.qrot.data());
+        BINIDX_PROF_STOP(rotate, PROF_ROTATE);
+    } else {
+        std::copy(qrot, qrot + v.n_bits, s.qrot.begin());
+    }
+
     // The n_probe nearest (l2) or best-scoring (ip) centroids.
-    // ||q - c||^2 = ||q||^2 + ||c||^2 - 2 <q, c>, all <q, c> in one mat-vec.
+    // ||q - c||^2 = ||q||^2 + ||c||^2 - 2 <q, c>, all <q, c> in one mat-vec (<P q, P c>
+    // when P preserves inner products: the index then keeps only the rotated centroids).
     if (dots == nullptr) {
         BINIDX_PROF_START(matvec);
-        K.matvec_t(v.centroids_t, q, dim, v.n_lists, ws.dots.data());
+        if (v.centroids_t != nullptr)
+            K.matvec_t(v.centroids_t, q, dim, v.n_lists, ws.dots.data());
+        else
+            K.matrows(v.centroids_rot, s.qrot.data(), 1, v.n_bits, v.n_lists, ws.dots.data());
         BINIDX_PROF_STOP(matvec, PROF_MATVEC);
         dots = ws.dots.data();
     }
@@ -300,13 +316,6 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
     }
     BINIDX_PROF_STOP(coarse_sel, PROF_COARSE);
     BINIDX_PROF_START(rotate);
-
-    // Rotate the query once: qrot = P q.
-    s.qrot.resize((size_t)v.n_bits);
-    if (qrot == nullptr)
-        K.matvec_t(v.projection_t, q, dim, v.n_bits, s.qrot.data());
-    else
-        std::copy(qrot, qrot + v.n_bits, s.qrot.begin());
     if (!l2) {
         // Inner product: the estimate uses P q itself, quantised once per query.
         s.planes.resize(4 * (size_t)v.n_words);
@@ -461,12 +470,16 @@ static void coarse_group(const IndexView& v, const Kernels& K, const float* quer
                          Workspace& ws) {
     ws.group_dots.resize((size_t)(m * v.n_lists));
     ws.group_qrot.resize((size_t)(m * v.n_bits));
-    BINIDX_PROF_START(matmat);
-    K.matmat_t(v.centroids_t, queries, m, v.dim, v.n_lists, ws.group_dots.data());
-    BINIDX_PROF_STOP(matmat, PROF_MATVEC);
     BINIDX_PROF_START(rotate);
     K.matmat_t(v.projection_t, queries, m, v.dim, v.n_bits, ws.group_qrot.data());
     BINIDX_PROF_STOP(rotate, PROF_ROTATE);
+    BINIDX_PROF_START(matmat);
+    if (v.centroids_t != nullptr)
+        K.matmat_t(v.centroids_t, queries, m, v.dim, v.n_lists, ws.group_dots.data());
+    else
+        K.matrows(v.centroids_rot, ws.group_qrot.data(), m, v.n_bits, v.n_lists,
+                  ws.group_dots.data());
+    BINIDX_PROF_STOP(matmat, PROF_MATVEC);
 }
 
 // Search one query.  out_d / out_i have room for k results.

@@ -102,6 +102,8 @@ typedef void (*quantize_fn)(const float* a, const float* b, float* w, int64_t n_
 typedef void (*matvec_fn)(const float* at, const float* q, int64_t dim, int64_t n, float* out);
 typedef void (*matmat_fn)(const float* at, const float* q, int64_t m, int64_t dim, int64_t n,
                           float* out);
+typedef void (*matrows_fn)(const float* a, const float* q, int64_t m, int64_t dim, int64_t n,
+                           float* out);
 
 struct Kernels {
     scan_fn scan;              // every estimate of a bucket (tests, micro-benchmarks)
@@ -109,6 +111,7 @@ struct Kernels {
     quantize_fn quantize;
     matvec_fn matvec_t;  // out[i] = sum_j q[j] * at[j * n + i]
     matmat_fn matmat_t;  // matvec_t for m vectors q[r * dim ...] -> out[r * n ...]
+    matrows_fn matrows;  // out[r * n + i] = dot(a[i * dim ...], q[r * dim ...]), a row-major
     dist_fn l2;   // squared L2 distance
     dist_fn dot;  // inner product
     const char* name;
@@ -357,6 +360,21 @@ static inline __attribute__((always_inline)) void matmat_t_body(
     for (int64_t r = full_rows; r < m; ++r) matvec_t_body(at, q + r * dim, dim, n, out + r * n);
 }
 
+// Products with a matrix stored by rows, (n, dim) row-major, for m vectors:
+// out[r * n + i] = dot_body(a + i * dim, q + r * dim, dim), so each output has dot_body's
+// operations in dot_body's order whatever m and the target (the coarse step of an index
+// whose centroids are kept only rotated, see search_impl.h).  Rows are taken 16 at a time
+// (16 x dim floats stay in L1 for all m vectors); the AVX-512 target folds the 16 rows'
+// lanes together with the same pairwise additions as reduce16 (matrows_avx512).
+static inline __attribute__((always_inline)) void matrows_body(
+        const float* a, const float* q, int64_t m, int64_t dim, int64_t n, float* out) {
+    for (int64_t i0 = 0; i0 < n; i0 += 16) {
+        const int64_t i1 = i0 + 16 < n ? i0 + 16 : n;
+        for (int64_t r = 0; r < m; ++r)
+            for (int64_t i = i0; i < i1; ++i) out[r * n + i] = dot_body(a + i * dim, q + r * dim, dim);
+    }
+}
+
 // 4-bit scalar quantisation of the rotated query residual w = a - b (b may be null: w = a;
 // n_bits floats, a multiple of 64; w is scratch space) into bit planes
 // planes[j * n_words + word], j = 0..3, and the estimator constants c1, c2, sum_w.
@@ -432,6 +450,10 @@ static void matmat_t_generic(const float* at, const float* q, int64_t m, int64_t
                              int64_t n, float* out) {
     matmat_t_body(at, q, m, dim, n, out);
 }
+static void matrows_generic(const float* a, const float* q, int64_t m, int64_t dim, int64_t n,
+                            float* out) {
+    matrows_body(a, q, m, dim, n, out);
+}
 static void quantize_generic(const float* a, const float* b, float* w, int64_t n_bits,
                              int n_words, uint64_t* planes, ScanConsts* c) {
     quantize_body(a, b, w, n_bits, n_words, planes, c);
@@ -464,6 +486,11 @@ __attribute__((target("avx2"))) static void matmat_t_avx2(const float* at, const
                                                           int64_t m, int64_t dim, int64_t n,
                                                           float* out) {
     matmat_t_body(at, q, m, dim, n, out);
+}
+__attribute__((target("avx2"))) static void matrows_avx2(const float* a, const float* q,
+                                                         int64_t m, int64_t dim, int64_t n,
+                                                         float* out) {
+    matrows_body(a, q, m, dim, n, out);
 }
 __attribute__((target("avx2,bmi2"))) static void quantize_avx2(
         const float* a, const float* b, float* w, int64_t n_bits, int n_words, uint64_t* planes,
@@ -590,6 +617,54 @@ __attribute__((target(BINIDX_AVX512_TARGET))) static float dot_avx512(const floa
                                                                       const float* b, int64_t d) {
     return dot_body(a, b, d);
 }
+// reduce16 of 16 vectors at once: lane i of the result is reduce16(acc[i]), folded with the
+// same pairwise additions (lanes j + 8, then j + 4, j + 2, j + 1), two, four, eight and
+// finally sixteen rows per register.
+__attribute__((target(BINIDX_AVX512_TARGET))) static inline __attribute__((always_inline))
+__m512 reduce16_x16(const __m512* acc) {
+    __m512 b[8], c[4], g[2];
+    for (int p = 0; p < 8; ++p)  // b[p]: row 2p's 8 sums in lanes 0-7, row 2p+1's in 8-15
+        b[p] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * p], acc[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(acc[2 * p], acc[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int t = 0; t < 4; ++t)  // c[t]: rows 4t .. 4t+3, 4 sums each, one 128-bit quarter per row
+        c[t] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * t], b[2 * t + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(b[2 * t], b[2 * t + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int u = 0; u < 2; ++u)  // quarter q of g[u]: 2 sums of row 8u+q, then 2 of row 8u+4+q
+        g[u] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * u], c[2 * u + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(c[2 * u], c[2 * u + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    // Lane 4q + t now holds row 4t + q: put row i in lane i.
+    const __m512 f = _mm512_add_ps(_mm512_shuffle_ps(g[0], g[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_ps(g[0], g[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), f);
+}
+
+// matrows_body with the 16 rows' accumulators in registers (dim a multiple of 16).
+__attribute__((target(BINIDX_AVX512_TARGET))) static void matrows_avx512(
+        const float* a, const float* q, int64_t m, int64_t dim, int64_t n, float* out) {
+    if (dim % 16) {
+        matrows_body(a, q, m, dim, n, out);
+        return;
+    }
+    const int64_t full = n - n % 16;
+    for (int64_t i0 = 0; i0 < full; i0 += 16) {
+        const float* rows = a + i0 * dim;
+        for (int64_t r = 0; r < m; ++r) {
+            const float* qr = q + r * dim;
+            __m512 acc[16];
+            for (int k = 0; k < 16; ++k) acc[k] = _mm512_setzero_ps();
+            for (int64_t j = 0; j < dim; j += 16) {
+                const __m512 qv = _mm512_loadu_ps(qr + j);
+                for (int k = 0; k < 16; ++k)
+                    acc[k] = _mm512_add_ps(acc[k], _mm512_mul_ps(_mm512_loadu_ps(rows + k * dim + j), qv));
+            }
+            _mm512_storeu_ps(out + r * n + i0, reduce16_x16(acc));
+        }
+    }
+    for (int64_t r = 0; r < m; ++r)
+        for (int64_t i = full; i < n; ++i) out[r * n + i] = dot_body(a + i * dim, q + r * dim, dim);
+}
+
 __attribute__((target(BINIDX_AVX512_TARGET))) static void matvec_t_avx512(
         const float* at, const float* q, int64_t dim, int64_t n, float* out) {
     matvec_t_body(at, q, dim, n, out);
@@ -725,11 +800,11 @@ static inline int best_supported_path() {
 
 static inline Kernels kernels_for_path(int path) {
 #ifdef BINIDX_X86
-    if (path == PATH_AVX512) return Kernels{scan_avx512, scan_admit_avx512, quantize_avx512, matvec_t_avx512, matmat_t_avx512, l2_avx512, dot_avx512, "avx512-vpopcntdq"};
-    if (path == PATH_AVX2) return Kernels{scan_avx2, scan_admit_avx2, quantize_avx2, matvec_t_avx2, matmat_t_avx2, l2_avx2, dot_avx2, "avx2-popcnt"};
+    if (path == PATH_AVX512) return Kernels{scan_avx512, scan_admit_avx512, quantize_avx512, matvec_t_avx512, matmat_t_avx512, matrows_avx512, l2_avx512, dot_avx512, "avx512-vpopcntdq"};
+    if (path == PATH_AVX2) return Kernels{scan_avx2, scan_admit_avx2, quantize_avx2, matvec_t_avx2, matmat_t_avx2, matrows_avx2, l2_avx2, dot_avx2, "avx2-popcnt"};
 #endif
     (void)path;
-    return Kernels{scan_generic, scan_admit_generic, quantize_generic, matvec_t_generic, matmat_t_generic, l2_generic, dot_generic, "generic"};
+    return Kernels{scan_generic, scan_admit_generic, quantize_generic, matvec_t_generic, matmat_t_generic, matrows_generic, l2_generic, dot_generic, "generic"};
 }
 
 static inline read_stream_fn read_stream_for_path(int path) {

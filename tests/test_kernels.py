@@ -395,7 +395,7 @@ def test_row_products_sum_like_dot(kernel_path, dim, n):
     a = rng.standard_normal((n, dim)).astype(np.float32)
     for m in (1, 3, 16):
         q = rng.standard_normal((m, dim)).astype(np.float32)
-        batched = _search.row_products(a, q, True)
-        assert np.array_equal(batched, _search.row_products(a, q, False)), m
+        batched = _search.coarse_products(a, q, True, by_rows=True)
+        assert np.array_equal(batched, _search.coarse_products(a, q, False, by_rows=True)), m
         assert np.array_equal(batched, ref.dot_reference(a[None, :, :], q[:, None, :])), m
         np.testing.assert_allclose(batched, q.astype(np.float64) @ a.T, rtol=1e-4, atol=1e-3)

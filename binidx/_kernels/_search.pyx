@@ -394,32 +394,16 @@ def gather_sum(const float[:, ::1] vectors, const int32_t[::1] rows, int64_t ahe
     return x
 
 
-def coarse_products(const float[:, ::1] at, const float[:, ::1] queries, bint batched):
+def coarse_products(const float[:, ::1] at, const float[:, ::1] queries, bint batched,
+                    bint by_rows=False):
     """``queries @ at`` as the search computes it: ``batched`` with the kernel that serves a
-    group of queries at once (matmat_t), else one query at a time (matvec_t).  For tests:
-    the two must agree bit for bit."""
-    cdef int64_t m = queries.shape[0], dim = at.shape[0], n = at.shape[1], i
-    if queries.shape[1] != dim:
-        raise ValueError(f"queries have {queries.shape[1]} columns, the matrix {dim} rows")
-    out = np.empty((m, n), dtype=np.float32)
-    cdef float[:, ::1] ov = out
-    cdef Kernels K = kernels_for_path(_active_path)
-    if m == 0 or n == 0:
-        return out
-    with nogil:
-        if batched:
-            K.matmat_t(&at[0, 0], &queries[0, 0], m, dim, n, &ov[0, 0])
-        else:
-            for i in range(m):
-                K.matvec_t(&at[0, 0], &queries[i, 0], dim, n, &ov[i, 0])
-    return out
-
-
-def row_products(const float[:, ::1] a, const float[:, ::1] queries, bint batched):
-    """``queries @ a.T`` for a matrix stored by rows, as the search's coarse step computes it
-    from rotated centroids (matrows): ``batched`` for all queries in one call, else one at
-    a time.  For tests: both must equal dot_body's sums bit for bit."""
-    cdef int64_t m = queries.shape[0], dim = a.shape[1], n = a.shape[0], i
+    group of queries at once (matmat_t), else one query at a time (matvec_t).  With
+    ``by_rows`` the matrix is given by rows (``queries @ at.T``, the coarse step from
+    rotated centroids: matrows, dot_body's sums).  For tests: batched and one at a time
+    must agree bit for bit."""
+    cdef int64_t m = queries.shape[0], i, step
+    cdef int64_t dim = at.shape[1] if by_rows else at.shape[0]
+    cdef int64_t n = at.shape[0] if by_rows else at.shape[1]
     if queries.shape[1] != dim:
         raise ValueError(f"queries have {queries.shape[1]} columns, the matrix {dim}")
     out = np.empty((m, n), dtype=np.float32)
@@ -427,12 +411,16 @@ def row_products(const float[:, ::1] a, const float[:, ::1] queries, bint batche
     cdef Kernels K = kernels_for_path(_active_path)
     if m == 0 or n == 0:
         return out
+    step = m if batched else 1
     with nogil:
-        if batched:
-            K.matrows(&a[0, 0], &queries[0, 0], m, dim, n, &ov[0, 0])
+        if by_rows:
+            for i in range(m // step):
+                K.matrows(&at[0, 0], &queries[i * step, 0], step, dim, n, &ov[i * step, 0])
+        elif batched:
+            K.matmat_t(&at[0, 0], &queries[0, 0], m, dim, n, &ov[0, 0])
         else:
             for i in range(m):
-                K.matrows(&a[0, 0], &queries[i, 0], 1, dim, n, &ov[i, 0])
+                K.matvec_t(&at[0, 0], &queries[i, 0], dim, n, &ov[i, 0])
     return out
 
 

@@ -235,10 +235,10 @@ class _Rebalancer:
 
     # ------------------------------------------------------------------ helpers
     def _live(self, b: int) -> np.ndarray:
-        """Slots of the live vectors of bucket b (its rows minus its tombstones, which
-        hold ``~slot``)."""
+        """Slots of the live vectors of bucket b (its rows minus its tombstones, whose
+        slots are marked in ``store.dead``)."""
         rows = self.buckets.slots[b][:int(self.buckets.sizes[b])].astype(np.int64)
-        return rows[rows >= 0] if self.buckets.dead[b] else rows
+        return rows[~self.store.dead.test(rows)] if self.buckets.dead[b] else rows
 
     def _take_live(self, buckets: list[int]) -> np.ndarray:
         """Slots of the live vectors of these buckets; their tombstones are released at
@@ -248,8 +248,8 @@ class _Rebalancer:
                                for b in buckets]).astype(np.int64)
         if not self.buckets.dead[buckets].any():
             return rows
-        alive = rows >= 0
-        self.store.forget(~rows[~alive], self.index._batch)
+        alive = ~self.store.dead.test(rows)
+        self.store.forget(rows[~alive], self.index._batch)
         return rows[alive]
 
     def _nearest_buckets(self, point: np.ndarray, n: int) -> np.ndarray:
@@ -324,7 +324,8 @@ class _Rebalancer:
             self.centroids[b] = self.centroids[last]
             self.fitted[b] = self.fitted[last]
             rows = self.buckets.slots[b][:int(self.buckets.sizes[b])]
-            self.store.slot_buckets[rows[rows >= 0]] = b  # tombstones have no bucket
+            live = rows[~self.store.dead.test(rows)]
+            self.store.slot_buckets[live] = b  # tombstones have no bucket
         self.centroids = self.centroids[:last].copy()
         self.fitted = self.fitted[:last].copy()
 

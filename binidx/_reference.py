@@ -336,7 +336,7 @@ def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int
         keys, slots = [], []
         for b in probes.tolist():
             codes, factors, bucket_slots, scales = _bucket_rows(buckets, b)
-            live = bucket_slots >= 0  # tombstones (~slot) are never candidates
+            live = ~store.dead.test(bucket_slots)  # tombstones are never candidates
             codes, factors, bucket_slots = codes[live], factors[live], bucket_slots[live]
             if bucket_slots.shape[0] == 0:
                 continue

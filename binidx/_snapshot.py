@@ -29,6 +29,8 @@ class Snapshot:
         "centroids_rot",
         "centroids_t",
         "code_ptrs",
+        "dead_keepalive",
+        "dead_pages",
         "epoch",
         "factor_ptrs",
         "factor_scales",
@@ -39,7 +41,6 @@ class Snapshot:
         "sizes",
         "slot_ids",
         "slot_ptrs",
-        "tombstones",
         "vectors",
     )
 

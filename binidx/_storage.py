@@ -3,9 +3,9 @@
 * :class:`BucketStore` keeps one growable set of arrays per bucket (codes, factors, slots)
   and a table of their data pointers that the compiled search reads.  Arrays that a
   published snapshot may read are copied before they are changed in place (see
-  ``binidx/_snapshot.py``); appends past a bucket's size need no copy.  A removed
-  vector's row stays in its bucket as a *tombstone* until it is purged: its slot is
-  stored as ``~slot`` (negative), which the search skips.
+  ``binidx/_snapshot.py``); appends past a bucket's size need no copy.
+* :class:`DeadBits` marks, one bit per slot, the removed vectors whose bucket rows are
+  still there (tombstones, purged in bulk later); the search skips them.
 * :class:`VectorStore` keeps the float32 vectors used for rerank and the external id of
   every slot.  A slot is an internal row number: ids are arbitrary int64 chosen by the
   user, so memory never grows with the largest id.
@@ -108,11 +108,9 @@ class BucketStore:
         # False while a bucket's arrays are views into loaded (maybe mapped) sections.
         self.owned = np.ones(n_lists, bool)
         # True for arrays allocated during the current write batch: no snapshot has seen
-        # them, so they may be changed in place (``fresh``: all three arrays of the
-        # bucket; ``slots_fresh``: its slots, copied alone to write tombstones).
+        # them, so they may be changed in place.
         self.fresh = np.zeros(n_lists, bool)
-        self.slots_fresh = np.zeros(n_lists, bool)
-        # Rows of removed vectors still in each bucket (tombstones: negative slots).
+        # Rows of removed vectors still in each bucket (tombstones, see DeadBits).
         self.dead = np.zeros(n_lists, dtype=np.int64)
         # The last view(): reused while no table changes (a batch of removals only
         # adds tombstones, so its snapshot copies nothing).
@@ -123,31 +121,13 @@ class BucketStore:
     def live_sizes(self) -> np.ndarray:
         return self.sizes - self.dead
 
-    def tombstone(self, buckets: np.ndarray, slots: np.ndarray) -> None:
-        """Turn the row of each ``slots[i]`` (in bucket ``buckets[i]``) into a tombstone:
-        its slot is stored as ``~slot``, which searches skip.  O(1) per slot, after one
-        copy of each touched bucket's slots that a published snapshot may read."""
-        from ._kernels import _update
-
-        touched = np.unique(buckets)
-        stale = touched[~(self.fresh[touched] | self.slots_fresh[touched])].astype(np.int64)
-        if stale.size:
-            _update.copy_slot_arrays(self.slots, stale, self.slot_ptrs)
-            self.slots_fresh[stale] = True
-            self._view = None
-        _update.tombstone_slots(slots.astype(np.int32), buckets.astype(np.int32), self.slot_pos,
-                                self.slot_ptrs)
+    def mark_dead(self, buckets: np.ndarray) -> None:
+        """Count one tombstone in ``buckets[i]`` for each i."""
         self.dead += np.bincount(buckets, minlength=self.n_lists)
-
-    def dead_slots(self, b: int) -> np.ndarray:
-        """The slots of bucket b's tombstones (int32)."""
-        rows = self.slots[b][:int(self.sizes[b])]
-        return ~rows[rows < 0]
 
     def begin_batch(self) -> None:
         """Start a write batch: every array may now be read by the last snapshot."""
         self.fresh[:] = False
-        self.slots_fresh[:] = False
 
     def _own(self, b: int) -> None:
         """Make bucket b's arrays safe to change in place (copy-on-write)."""
@@ -289,7 +269,7 @@ class BucketStore:
         slots[:size] = self.slots[b][:size]
         self.codes[b], self.factors[b], self.slots[b] = codes, factors, slots
         self.owned[b] = True
-        self.fresh[b] = self.slots_fresh[b] = True
+        self.fresh[b] = True
         self._refresh_pointers(b)
 
     def replace(self, b: int, codes: np.ndarray, factors: np.ndarray, slots: np.ndarray) -> None:
@@ -304,7 +284,7 @@ class BucketStore:
         self.sizes[b] = n
         self.dead[b] = 0
         self.owned[b] = True
-        self.fresh[b] = self.slots_fresh[b] = True
+        self.fresh[b] = True
         self._refresh_pointers(b)
         self._track(slots.astype(np.int32), np.arange(n, dtype=np.int32))
 
@@ -316,7 +296,6 @@ class BucketStore:
         self.dead = np.append(self.dead, 0)
         self.owned = np.append(self.owned, True)
         self.fresh = np.append(self.fresh, True)
-        self.slots_fresh = np.append(self.slots_fresh, True)
         for table in ("code_ptrs", "factor_ptrs", "slot_ptrs"):
             setattr(self, table, np.append(getattr(self, table), np.uintp(0)))
         self.codes.append(np.zeros((0, self.n_words, BLOCK), np.uint64))
@@ -334,8 +313,8 @@ class BucketStore:
         for arrays in (self.codes, self.factors, self.slots):
             arrays[b] = arrays[last]
             arrays.pop()
-        for table in ("sizes", "scales", "dead", "owned", "fresh", "slots_fresh", "code_ptrs",
-                      "factor_ptrs", "slot_ptrs"):
+        for table in ("sizes", "scales", "dead", "owned", "fresh", "code_ptrs", "factor_ptrs",
+                      "slot_ptrs"):
             values = getattr(self, table)
             values[b] = values[last]
             setattr(self, table, values[:last].copy())
@@ -415,10 +394,86 @@ class BucketStore:
             spare += max(0, s.nbytes - used * BLOCK * s.itemsize)
         tables = (self.sizes.nbytes + self.code_ptrs.nbytes + self.factor_ptrs.nbytes
                   + self.slot_ptrs.nbytes + self.scales.nbytes)
-        writer = (self.slot_pos.nbytes + self.owned.nbytes + self.fresh.nbytes
-                  + self.slots_fresh.nbytes + self.dead.nbytes)
+        writer = self.slot_pos.nbytes + self.owned.nbytes + self.fresh.nbytes + self.dead.nbytes
         return {"codes": int(codes), "factors": int(factors), "list_slots": int(slots),
                 "tables": int(tables), "writer": int(writer), "spare": int(spare)}
+
+
+class DeadBits:
+    """One bit per slot: set while the slot holds a removed vector whose bucket row is
+    still there (a tombstone).  Searches skip such rows; :meth:`Index._purge_tombstones`
+    removes them in bulk.
+
+    The bits live in pages of ``PAGE_SLOTS`` slots (8 kB) reached through a pointer
+    table, like the buckets.  A page is copied before its first change in a write batch,
+    so a published snapshot (which holds the pointer table and pages it was given) never
+    sees a later batch's removals: a removal costs one bit, one page copy per touched
+    page per batch, and no per-vector memory besides the bit.  Bits are cleared in place
+    when their slot is recycled, which happens only once no running search reads a
+    snapshot in which the slot's row still exists.
+    """
+
+    PAGE_SHIFT = 16
+    PAGE_SLOTS = 1 << PAGE_SHIFT
+
+    def __init__(self) -> None:
+        self.pages: list[np.ndarray] = []
+        self.ptrs = np.zeros(0, np.uintp)
+        self.fresh = np.zeros(0, bool)
+        self.count = 0  # bits set
+
+    def cover(self, n_slots: int) -> None:
+        """Have pages for slots 0 .. n_slots - 1."""
+        n_pages = -(-n_slots // self.PAGE_SLOTS)
+        if n_pages <= len(self.pages):
+            return
+        new = [np.zeros(self.PAGE_SLOTS // 8, np.uint8) for _ in range(n_pages - len(self.pages))]
+        self.pages.extend(new)
+        self.ptrs = np.concatenate([self.ptrs, [p.ctypes.data for p in new]]).astype(np.uintp)
+        self.fresh = np.concatenate([self.fresh, np.ones(len(new), bool)])
+
+    def begin_batch(self) -> None:
+        self.fresh[:] = False
+
+    def set(self, slots: np.ndarray) -> None:
+        """Mark ``slots`` (none of them marked yet) removed."""
+        from ._kernels import _update
+
+        slots = _int64(slots)
+        touched = np.zeros(len(self.pages), bool)
+        touched[slots >> self.PAGE_SHIFT] = True
+        for p in np.flatnonzero(touched & ~self.fresh).tolist():  # a few pages per batch
+            self.pages[p] = self.pages[p].copy()
+            self.ptrs[p] = self.pages[p].ctypes.data
+            self.fresh[p] = True
+        _update.set_bits(slots, self.ptrs, self.PAGE_SHIFT, 1)
+        self.count += slots.size
+
+    def clear(self, slots: np.ndarray) -> None:
+        """Unmark ``slots``, in place: no snapshot a search can still take has their rows."""
+        from ._kernels import _update
+
+        slots = _int64(slots)
+        _update.set_bits(slots, self.ptrs, self.PAGE_SHIFT, 0)
+        self.count -= slots.size
+
+    def test(self, slots: np.ndarray) -> np.ndarray:
+        """Whether each of ``slots`` is marked, as a bool array."""
+        from ._kernels import _update
+
+        slots = _int64(slots)
+        out = np.empty(slots.size, np.uint8)
+        _update.test_bits(slots, self.ptrs, self.PAGE_SHIFT, out)
+        return out.view(bool)
+
+    def view(self) -> tuple:
+        """``(pointer table or None, pages)`` for a snapshot (a few entries: one per 64k
+        slots): None when no bit is set, so the search need not look."""
+        return (self.ptrs.copy(), list(self.pages)) if self.count else (None, [])
+
+    def nbytes(self) -> int:
+        """Bytes of the pages and their pointer table (what a search reads)."""
+        return int(sum(p.nbytes for p in self.pages) + self.ptrs.nbytes)
 
 
 class VectorStore:
@@ -426,10 +481,10 @@ class VectorStore:
 
     A slot is freed in two steps, because a search reading an older snapshot may still
     rerank it: :meth:`release` forgets the id at once (``lookup`` no longer finds it) but
-    keeps the vector and id in place (the bucket row becomes a tombstone, see
-    :meth:`BucketStore.tombstone`); :meth:`recycle` later makes the slot reusable, once no
-    reader of a snapshot from before the purge of its tombstone remains.  ``slot_buckets``
-    is -1 for every slot that holds no live vector, and is the writer's record of liveness.
+    keeps the vector and id in place (its bucket row becomes a tombstone: :attr:`dead`);
+    :meth:`recycle` later makes the slot reusable, once no reader of a snapshot from before
+    the purge of its tombstone remains.  ``slot_buckets`` is -1 for every slot that holds
+    no live vector, and is the writer's record of liveness.
     """
 
     def __init__(self, dim: int):
@@ -437,6 +492,7 @@ class VectorStore:
         self.vectors = np.zeros((0, dim), np.float32)
         self.slot_ids = np.zeros(0, np.int64)
         self.slot_buckets = np.zeros(0, np.int32)
+        self.dead = DeadBits()  # tombstones: removed vectors whose bucket rows remain
         self.high_water = 0
         self.n_live = 0
         self.free: list[int] = []
@@ -452,6 +508,7 @@ class VectorStore:
         holds ``vectors[i]`` with id ``slot_ids[i]``, or is free when that id is -1."""
         store = cls(vectors.shape[1])
         store.vectors, store.slot_ids, store.slot_buckets = vectors, slot_ids, slot_buckets
+        store.dead.cover(vectors.shape[0])
         store.high_water = vectors.shape[0]
         free = np.flatnonzero(slot_ids < 0)
         store.free = free.tolist()
@@ -518,6 +575,7 @@ class VectorStore:
         slot_buckets = np.full(capacity, -1, np.int32)
         slot_buckets[:hw] = self.slot_buckets[:hw]
         self.vectors, self.slot_ids, self.slot_buckets = vectors, slot_ids, slot_buckets
+        self.dead.cover(capacity)
 
     def allocate(self, n: int) -> np.ndarray:
         """Return ``n`` free slots (reused ones first), growing the arrays if needed."""
@@ -555,6 +613,7 @@ class VectorStore:
         self.id_map.remove(_int64(self.slot_ids[slots]))
         self.n_live -= slots.shape[0]
         self.slot_buckets[slots] = -1
+        self.dead.set(slots)
 
     def forget(self, slots: np.ndarray, batch: int) -> None:
         """The tombstones of ``slots`` left their buckets in write batch ``batch``: the
@@ -570,6 +629,7 @@ class VectorStore:
         for batch, slots in self.pending:
             if batch <= oldest_read_batch:
                 self.slot_ids[slots] = -1
+                self.dead.clear(slots)
                 self.free.extend(slots.tolist())
             else:
                 keep.append((batch, slots))
@@ -598,6 +658,7 @@ class VectorStore:
         n = self.n_live
         vectors, slot_ids, slot_buckets = self.vectors, self.slot_ids, self.slot_buckets
         self.high_water = n
+        self.dead = DeadBits()  # the buckets hold no tombstones (purged first)
         self._reallocate(max(int(n * 1.25), 1024))
         self.vectors[new] = vectors[old]
         self.slot_ids[new] = slot_ids[old]
@@ -609,15 +670,17 @@ class VectorStore:
 
     def memory_parts(self) -> dict[str, int]:
         """Bytes allocated, by part: ``vectors`` (the float32 rerank vectors),
-        ``slot_ids`` (the id of each slot, read for every reranked candidate), ``writer``
-        (the id map, the bucket of each slot and the free-slot lists: read by updates
-        and lookups only) and ``spare`` (the unused capacity of slot_ids)."""
+        ``slot_ids`` (the id of each slot, read for every reranked candidate),
+        ``tombstones`` (:attr:`dead`, one bit per slot, read for admitted candidates),
+        ``writer`` (the id map, the bucket of each slot and the free-slot lists: read by
+        updates and lookups only) and ``spare`` (the unused capacity of slot_ids)."""
         id_map = self._id_map.nbytes if self._id_map is not None else 0
         # Free slots are Python ints in a list: 8 bytes per entry plus the int object.
         free = 36 * len(self.free) + sum(s.nbytes for _, s in self.pending)
         unused = self.slot_ids.shape[0] - self.high_water
         return {"vectors": int(self.vectors.nbytes), "slot_ids": int(self.slot_ids.nbytes),
-                "writer": int(self.slot_buckets.nbytes + id_map + free),
+                "tombstones": self.dead.nbytes(),
+                "writer": int(self.slot_buckets.nbytes + id_map + free + self.dead.fresh.nbytes),
                 "spare": int(unused * self.slot_ids.itemsize)}
 
 

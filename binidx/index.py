@@ -371,11 +371,12 @@ class Index:
             return self._remove_slots(slots[slots >= 0])
 
     def _remove_slots(self, slots: np.ndarray) -> int:
-        """O(1) per vector: forget the id and leave a tombstone in its bucket (searches
-        skip it); :meth:`_purge_tombstones` clears tombstones in bulk."""
+        """O(1) per vector: forget the id and leave a tombstone in its bucket (the slot's
+        bit in ``VectorStore.dead``: searches skip it); :meth:`_purge_tombstones` clears
+        tombstones in bulk."""
         if slots.size:
             buckets = self._store.slot_buckets[slots]
-            self._buckets.tombstone(buckets, slots)
+            self._buckets.mark_dead(buckets)
             self._batch_removed_from.append(buckets)
             self._labels.release(slots)
             self._store.release(slots)
@@ -392,11 +393,11 @@ class Index:
         buckets = buckets[b.dead[buckets] > 0]
         if not buckets.size:
             return
-        # Every row of these buckets at once: tombstones hold ~slot (negative).
+        # Every row of these buckets at once; the tombstones are the slots marked dead.
         sizes = b.sizes[buckets]
         rows = np.concatenate([b.slots[i][:n] for i, n in zip(buckets.tolist(), sizes.tolist())])
-        dead = rows < 0
-        slots = ~rows[dead]
+        dead = self._store.dead.test(rows)
+        slots = rows[dead]
         b.remove(np.repeat(buckets.astype(np.int32), sizes)[dead], slots)
         b.dead[buckets] = 0
         self._store.forget(slots.astype(np.int64), self._batch)
@@ -594,7 +595,8 @@ class Index:
             0 if self._metric == "l2" else 1,
             snap.centroids_t, snap.centroid_norms, snap.centroids_rot, snap.projection_t,
             snap.code_ptrs, snap.factor_ptrs, snap.factor_scales, snap.slot_ptrs, snap.sizes,
-            snap.vectors, snap.slot_ids, distances, ids, mask, snap.tombstones,
+            snap.vectors, snap.slot_ids, distances, ids, mask, snap.dead_pages,
+            self._store.dead.PAGE_SHIFT,
             shared_chunk=chunk,
         )
 
@@ -726,9 +728,10 @@ class Index:
 
             - ``codes``: the binary codes in the buckets;
             - ``factors``: the per-vector correction factors;
-            - ``list_slots``: the slot of each bucket row (int32; a removed vector's row
-              holds ``~slot`` until it is purged, so tombstones cost no memory);
+            - ``list_slots``: the slot of each bucket row (int32);
             - ``slot_ids``: the user id of each slot (int64, read for reranked candidates);
+            - ``tombstones``: one bit per slot, set while a removed vector's bucket row
+              awaits its purge (read for admitted candidates);
             - ``tables``: bucket sizes, factor scales and pointer tables;
             - ``quantizer``: the arrays of centroids and of the rotation a search reads;
 
@@ -765,7 +768,8 @@ class Index:
                 "total": resident + parts["vectors"] + parts["writer"], "spare": parts["spare"]}
 
     #: The parts of :meth:`memory_usage` that add up to ``resident``.
-    RESIDENT_PARTS = ("codes", "factors", "list_slots", "slot_ids", "tables", "quantizer")
+    RESIDENT_PARTS = ("codes", "factors", "list_slots", "slot_ids", "tombstones", "tables",
+                      "quantizer")
 
     def _search_quantizer(self) -> tuple[np.ndarray, ...]:
         """The centroid and rotation arrays the compiled search reads."""
@@ -872,6 +876,7 @@ class Index:
             self._store.recycle(self._readers.oldest_read_epoch())
             if self._buckets is not None:
                 self._buckets.begin_batch()
+            self._store.dead.begin_batch()
             self._batch_inserted, self._batch_removed_from = 0, []
             try:
                 yield
@@ -894,14 +899,14 @@ class Index:
         self._version = self._epoch
         if not self.is_trained:
             return
+        # Without tombstones dead_pages is None: the kernel then skips its pass over the
+        # admitted candidates looking for them.
+        dead_pages, dead_keepalive = self._store.dead.view()
         self._readers.publish(Snapshot(
             self._epoch, n_lists=self._centroids.shape[0], centroids_t=self._centroids_t,
             centroid_norms=self._centroid_norms, centroids_rot=self._centroids_rot,
             projection_t=self._projection_t, vectors=self._store.vectors,
-            slot_ids=self._store.slot_ids,
-            # Without tombstones every bucket row is live: the kernel then skips its pass
-            # over the admitted candidates looking for them.
-            tombstones=bool(self._buckets.dead.any()),
+            slot_ids=self._store.slot_ids, dead_pages=dead_pages, dead_keepalive=dead_keepalive,
             n_live=len(self._store),
             **self._buckets.view()))
 

@@ -33,9 +33,8 @@ def check_invariants(index):
     seen = []
     for bucket in range(b.n_lists):
         size = int(b.sizes[bucket])
-        rows = b.slots[bucket][:size].astype(np.int64)
-        removed = rows < 0  # tombstones hold ~slot
-        slots = np.where(removed, ~rows, rows)
+        slots = b.slots[bucket][:size].astype(np.int64)
+        removed = s.dead.test(slots)
         assert np.count_nonzero(removed) == b.dead[bucket]
         seen.append(slots[~removed])
         assert np.all(s.slot_buckets[slots[~removed]] == bucket)

@@ -99,7 +99,8 @@ cdef extern from "search_impl.h" namespace "binidx":
         const float* vectors
         const int64_t* slot_ids
         const uint8_t* allowed
-        int tombstones
+        const uint8_t* const* dead
+        int dead_shift
 
     ctypedef struct Result:
         float key
@@ -216,19 +217,21 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
            const uintptr_t[::1] slot_ptrs,
            const int64_t[::1] sizes, const float[:, ::1] vectors, const int64_t[::1] slot_ids,
            float[:, ::1] out_d, int64_t[:, ::1] out_i, const uint8_t[::1] allowed=None,
-           bint tombstones=True, int64_t shared_chunk=0):
+           const uintptr_t[::1] dead_pages=None, int dead_shift=0, int64_t shared_chunk=0):
     """Search a batch of queries; results are written into ``out_d`` / ``out_i``.
 
     ``factor_scales`` (n_lists, 2) is the step of each bucket's factor bytes.
     ``allowed`` (one byte per slot) restricts the candidates to slots marked 1.
-    ``tombstones`` says whether some bucket rows are tombstones (negative slots, which
-    are never results); False skips looking for them.
+    ``dead_pages`` (pointers to the pages of the tombstone bitmap, slot s being bit
+    ``s mod 2**dead_shift`` of page ``s >> dead_shift``) hides removed vectors whose bucket
+    rows remain; None when there are none.
     ``shared_chunk`` > 0 searches the queries in chunks of that many, with one pass over
     each probed bucket per chunk (same results; pays off when the codes are out of cache).
     """
     cdef IndexView v
     v.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
-    v.tombstones = tombstones
+    v.dead = <const uint8_t* const*> &dead_pages[0] if dead_pages is not None and dead_pages.shape[0] > 0 else NULL
+    v.dead_shift = dead_shift
     v.dim = queries.shape[1]
     v.n_bits = projection_t.shape[1]
     v.n_words = <int>((v.n_bits + 63) // 64)
@@ -261,7 +264,7 @@ def search_exact_subset(const float[:, ::1] queries, int k, int n_threads, int m
     """Exact top k of each query among the vectors of ``subset`` (slots)."""
     cdef IndexView v
     v.allowed = NULL
-    v.tombstones = 0
+    v.dead = NULL
     v.dim = queries.shape[1]
     v.metric = metric
     v.vectors = &vectors[0, 0] if vectors.shape[0] > 0 else NULL

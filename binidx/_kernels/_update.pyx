@@ -1,16 +1,12 @@
 # cython: language_level=3
-"""Compiled update kernels of binidx (private): tombstones, and O(1) removal by
-swap-with-last.
+"""Compiled update kernels of binidx (private): O(1) removal by swap-with-last, and the
+tombstone bitmap.
 
 The inverted lists are reached through the same pointer tables the search reads; the
 Python layer holds the write lock and first gives every touched bucket arrays of its own
 (copy-on-write), so searches running meanwhile never see these writes.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
-
-cimport numpy as cnp
-
-cnp.import_array()
 
 DEF BLOCK = 8
 
@@ -45,34 +41,33 @@ def remove_slots(const int32_t[::1] slots, const int32_t[::1] buckets, int32_t[:
                     factors[(last // BLOCK) * 2 * BLOCK + BLOCK + last % BLOCK]
                 moved = bslots[last]
                 bslots[p] = moved
-                # The moved row may be a tombstone (~slot): its slot moves just the same.
-                slot_pos[moved if moved >= 0 else ~moved] = <int32_t> p
+                slot_pos[moved] = <int32_t> p
             sizes[b] = last
 
 
-def copy_slot_arrays(list slots, const int64_t[::1] buckets, uintptr_t[::1] slot_ptrs):
-    """Give each bucket in ``buckets`` a copy of its slots array of its own: ``slots[b]``
-    (a list of int32 arrays, updated in place) and ``slot_ptrs[b]`` then name the copy.
-
-    The copy-on-write of a batch of removals (published snapshots keep the old arrays);
-    done here because it touches hundreds of buckets per call, at ~0.2 us each instead
-    of the ~2 us of a Python loop."""
-    cdef Py_ssize_t i
-    cdef cnp.ndarray copy
-    for i in range(buckets.shape[0]):
-        copy = cnp.PyArray_NewCopy(<cnp.ndarray> slots[buckets[i]], cnp.NPY_CORDER)
-        slots[buckets[i]] = copy
-        slot_ptrs[buckets[i]] = <uintptr_t> cnp.PyArray_DATA(copy)
-
-
-def tombstone_slots(const int32_t[::1] slots, const int32_t[::1] buckets,
-                    const int32_t[::1] slot_pos, const uintptr_t[::1] slot_ptrs):
-    """Mark the row of each ``slots[i]`` in bucket ``buckets[i]`` removed: it holds
-    ``~slots[i]`` (negative) from now on, which searches skip."""
-    cdef int64_t i, n = slots.shape[0]
+def set_bits(const int64_t[::1] slots, const uintptr_t[::1] page_ptrs, int shift, int value):
+    """Set (``value`` 1) or clear (0) bit ``s`` of a paged bitmap for each ``s`` in
+    ``slots``: page ``s >> shift``, bit ``s`` mod the page size (DeadBits)."""
+    cdef int64_t i, s, n = slots.shape[0], mask = (<int64_t> 1 << shift) - 1
+    cdef uint8_t* page
     with nogil:
         for i in range(n):
-            (<int32_t*> slot_ptrs[buckets[i]])[slot_pos[slots[i]]] = ~slots[i]
+            s = slots[i]
+            page = <uint8_t*> page_ptrs[s >> shift]
+            if value:
+                page[(s & mask) >> 3] |= <uint8_t> (1 << (s & 7))
+            else:
+                page[(s & mask) >> 3] &= <uint8_t> ~(1 << (s & 7))
+
+
+def test_bits(const int64_t[::1] slots, const uintptr_t[::1] page_ptrs, int shift,
+              uint8_t[::1] out):
+    """``out[i]`` = bit ``slots[i]`` of a paged bitmap (see set_bits)."""
+    cdef int64_t i, s, n = slots.shape[0], mask = (<int64_t> 1 << shift) - 1
+    with nogil:
+        for i in range(n):
+            s = slots[i]
+            out[i] = ((<const uint8_t*> page_ptrs[s >> shift])[(s & mask) >> 3] >> (s & 7)) & 1
 
 
 def move_slots(const int32_t[::1] old, const int32_t[::1] new, const int32_t[::1] buckets,

@@ -79,12 +79,13 @@ struct IndexView {
     const uint64_t* const* codes;    // per bucket: (blocks, n_words, 8), see simd_kernels.h
     const Factor* const* factors;    // per bucket: (blocks, 2, 8) bytes
     const float* factor_scales;      // (n_lists, 2): the step of bucket b's a and rn2 bytes
-    const int32_t* const* slots;     // per bucket: (size,); ~slot (< 0) marks a tombstone
+    const int32_t* const* slots;     // per bucket: (size,)
     const int64_t* sizes;            // (n_lists,)
     const float* vectors;            // (capacity, dim), indexed by slot
     const int64_t* slot_ids;         // (capacity,), external id of each slot
     const uint8_t* allowed;          // (capacity,) 0/1 per slot, or null: no filter
-    int tombstones;                  // whether any bucket row is a tombstone
+    const uint8_t* const* dead;      // tombstone bitmap pages, or null: no tombstones
+    int dead_shift;                  // slot s is bit s mod 2^dead_shift of page s >> dead_shift
 };
 
 struct Result {
@@ -338,10 +339,16 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
     s.checked = 0;
 }
 
-// Whether a slot may be a result: it is not a tombstone (a vector removed before the
-// snapshot being searched was published: negative) and it passes the filter.
+// Whether slot s's row is a tombstone: a vector removed before the snapshot being
+// searched was published (later removals set bits in pages this snapshot does not hold).
+static inline bool is_dead(const IndexView& v, int32_t s) {
+    const uint8_t* page = v.dead[s >> v.dead_shift];
+    return (page[(s & ((1 << v.dead_shift) - 1)) >> 3] >> (s & 7)) & 1;
+}
+
+// Whether a slot may be a result: it is not a tombstone and it passes the filter.
 static inline bool admissible(const IndexView& v, int32_t s) {
-    return s >= 0 && (v.allowed == nullptr || v.allowed[s]);
+    return (v.dead == nullptr || !is_dead(v, s)) && (v.allowed == nullptr || v.allowed[s]);
 }
 
 // Drop the candidates admitted since the last check that fail the filters.  The scan
@@ -351,15 +358,15 @@ static const int64_t DROP_AHEAD = 16;
 
 static inline __attribute__((always_inline)) void prefetch_admissible(const IndexView& v,
                                                                       int32_t s) {
-    if (v.allowed != nullptr && s >= 0) __builtin_prefetch(v.allowed + s);
+    if (v.allowed != nullptr) __builtin_prefetch(v.allowed + s);
 }
 
 static inline void drop_inadmissible(const IndexView& v, QueryState& s) {
     BINIDX_PROF_START(drop);
-    if (v.allowed != nullptr || v.tombstones) {
-        // A tombstone is a negative slot, no memory access; a filter test is a random
-        // read of allowed[slot]: the entries DROP_AHEAD places on are prefetched, so that
-        // many misses overlap instead of the loop waiting on each in turn.
+    if (v.allowed != nullptr || v.dead != nullptr) {
+        // A filter test is a random read of allowed[slot] (a tombstone test reads the
+        // bitmap, n / 8 bytes: mostly in cache): the filter entries DROP_AHEAD places on
+        // are prefetched, so that many misses overlap instead of the loop waiting on each.
         Candidate* c = s.cands.data();
         const int64_t end = s.admit.m;
         for (int64_t i = s.checked; i < std::min(s.checked + DROP_AHEAD, end); ++i)

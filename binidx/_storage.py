@@ -288,6 +288,13 @@ class BucketStore:
         self._refresh_pointers(b)
         self._track(slots.astype(np.int32), np.arange(n, dtype=np.int32))
 
+    def trim(self) -> None:
+        """Reallocate every bucket holding spare capacity at its exact size."""
+        used = n_blocks(self.sizes).tolist()
+        for b, (codes, blocks) in enumerate(zip(self.codes, used)):
+            if codes.shape[0] > blocks or self.slots[b].shape[0] > blocks * BLOCK:
+                self._resize(b, int(self.sizes[b]))
+
     def add_bucket(self) -> int:
         """Append an empty bucket; return its number."""
         self.n_lists += 1

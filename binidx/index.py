@@ -890,6 +890,10 @@ class Index:
                 if self._buckets is not None and self._batch_removed_from:
                     self._purge_tombstones()
                     self._compact_if_sparse()
+                if self._batch_inserted and 2 * self._batch_inserted >= len(self):
+                    # A bulk load (at least half the index): drop the growth slack that
+                    # rebalancing's appends left, once, at the cost of copying the lists.
+                    self._buckets.trim()
             finally:
                 self._publish()
 

@@ -80,10 +80,12 @@ def test_resident_is_exactly_what_a_search_reads():
     assert 0 < mem["spare"] < mem["resident"]
 
 
-def test_a_bulk_add_leaves_no_spare_capacity():
+@pytest.mark.parametrize("balance", [False, True])
+def test_a_bulk_add_leaves_no_spare_capacity(balance):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((70_000, 16)).astype(np.float32)  # more than one add block
-    index = binidx.Index(16, n_lists=32, seed=0, balance=False).train(x[:5000])
+    x[:20_000] += 3.0  # trained on the rest: rebalancing splits and merges after the add
+    index = binidx.Index(16, n_lists=32, seed=0, balance=balance).train(x[20_000:25_000])
     index.add(x)
     mem = index.memory_usage()
     assert mem["spare"] == 0

@@ -230,7 +230,11 @@ class _Rebalancer:
 
     def finish(self) -> None:
         """Install the new centroids (fresh arrays: snapshots keep the old ones)."""
-        self.index._install_centroids(self.centroids)
+        old = self.index._centroids
+        n = min(old.shape[0], self.centroids.shape[0])
+        unchanged = np.zeros(self.centroids.shape[0], bool)
+        unchanged[:n] = (old[:n] == self.centroids[:n]).all(axis=1)
+        self.index._install_centroids(self.centroids, unchanged)
         self.index._fitted_shares = self.fitted
 
     # ------------------------------------------------------------------ helpers

@@ -251,7 +251,7 @@ class Index:
         """The random rotation P, (n_bits, dim): a view of the transposed copy."""
         return self._projection_t.T
 
-    def _install_centroids(self, centroids: np.ndarray) -> None:
+    def _install_centroids(self, centroids: np.ndarray, unchanged: np.ndarray | None = None) -> None:
         """Set the centroids and their derived arrays, all newly allocated: published
         snapshots keep reading the old ones.
 
@@ -260,10 +260,25 @@ class Index:
         the coarse step uses ``<P q, P c>`` from them too, and no other copy is kept for
         the search; otherwise it needs the centroids themselves, transposed for its
         mat-vec.  ``_centroids`` is the writer's copy (assignment, encoding, balancing,
-        files); searches never read it."""
-        self._centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        files); searches never read it.
+
+        ``unchanged`` (bool per new row) marks rows equal to the current row of the same
+        number: their rotated rows are reused, so a rebalance that moves a few centroids
+        rotates only those.  Every row is rotated on its own (a batch of one-row
+        products), so a row's bits do not depend on which other rows were rotated with
+        it: an index and its saved-and-loaded copy hold the same rotated centroids."""
+        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        if unchanged is None or not unchanged.any():
+            rotated = _rotate_rows(centroids, self._projection_t)
+        else:
+            rotated = np.empty((centroids.shape[0], self._projection_t.shape[1]), np.float32)
+            kept = np.flatnonzero(unchanged)
+            rotated[kept] = self._centroids_rot[kept]
+            moved = np.flatnonzero(~unchanged)
+            rotated[moved] = _rotate_rows(centroids[moved], self._projection_t)
+        self._centroids = centroids
         self._centroid_norms = _kmeans.squared_norms(self._centroids)
-        self._centroids_rot = np.ascontiguousarray(self._centroids @ self._projection_t)
+        self._centroids_rot = rotated
         if self._n_bits >= self._dim:
             self._centroids_t = np.zeros((self._dim, 0), np.float32)
         else:
@@ -917,6 +932,11 @@ class Index:
     def _require_trained(self, action: str) -> None:
         if not self.is_trained:
             raise NotTrainedError(f"cannot {action}: the index is not trained; call index.train(x) first")
+
+
+def _rotate_rows(rows: np.ndarray, projection_t: np.ndarray) -> np.ndarray:
+    """``rows @ projection_t``, one row at a time (bits independent of the batch)."""
+    return np.ascontiguousarray(np.matmul(rows[:, None, :], projection_t)[:, 0, :])
 
 
 def build(x: Any, ids: Any = None, **params: Any) -> Index:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import binidx
 from binidx import _balance, _codes
 from binidx._reference import neighbour_mismatch
+from binidx.index import _rotate_rows
 
 DIM = 8
 
@@ -51,6 +52,9 @@ def check_invariants(index):
     assert np.array_equal(np.sort(seen), s.live_slots()), "a live vector is lost or doubled"
     fitted = getattr(index, "_fitted_shares", None)
     assert fitted is None or fitted.shape[0] == b.n_lists
+    # Rebalancing rotates only the centroids it moved: every row as if all were rotated.
+    assert np.array_equal(index._centroids_rot,
+                          _rotate_rows(index._centroids, index._projection_t))
     assert len(index) == seen.size
 
 

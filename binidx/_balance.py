@@ -38,13 +38,12 @@ index before or after, never halfway.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _codes, _kmeans, _storage
+from . import _blas, _codes, _kmeans, _storage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index import Index
@@ -93,7 +92,9 @@ def rebalance(index: Index, inserted: int, removed_from: np.ndarray) -> int:
     if not split and not (removed_from.size
                           and sizes[removed_from].min() < DISSOLVE_FACTOR * mean):
         return 0  # the common case: nothing to do, checked without any setup
-    with _one_blas_thread():
+    # The products here are small (a few thousand rows): a multi-threaded BLAS spends more
+    # time waking threads than computing, 6x more on a loaded 2-core machine.
+    with _blas.one_blas_thread():
         return _rebalance(index, inserted, removed_from)
 
 
@@ -117,22 +118,6 @@ def _growth_base(fitted: np.ndarray) -> np.ndarray:
     # A bucket fitted small grows by half quickly without holding much: measure its
     # growth from at least the merge threshold.
     return np.maximum(fitted, MERGE_FACTOR)
-
-
-_BLAS = None  # threadpoolctl controller, made once: inspecting the loaded libraries costs ~1 ms
-
-
-def _one_blas_thread():
-    """The products here are small (a few thousand rows): a multi-threaded BLAS spends
-    more time waking threads than computing, 6x more on a loaded 2-core machine."""
-    global _BLAS
-    if _BLAS is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-            return contextlib.nullcontext()
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def _rebalance(index: Index, inserted: int, removed_from: np.ndarray) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from collections.abc import Callable
 
 _CONTROLLER = None  # threadpoolctl controller, made once: inspecting the libraries costs ~1 ms
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 _CONTROLLER = None  # threadpoolctl controller, made once: inspecting the libraries costs ~1 ms
 

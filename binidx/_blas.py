@@ -29,8 +29,18 @@ def one_blas_thread():
     return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
+_THREADS: int | None = None
+
+
 def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """Cores this process may run on (looked up once: it costs a system call)."""
+    global _THREADS
+    if _THREADS is None:
+        try:
+            _THREADS = max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            _THREADS = max(1, os.cpu_count() or 1)
+    return _THREADS
 
 
 def run_blocks(work: Callable[[int], None], starts: range, n_threads: int | None = None) -> None:

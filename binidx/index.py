@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _batching, _codes, _kmeans
+from ._blas import default_threads as _default_threads
 from ._exact import SearchResult, normalize_rows
 from ._kernels import _search
 from ._labels import LabelStore, as_labels
@@ -37,20 +38,6 @@ _PURGE_MIN = 32
 MAX_VECTORS = 2**31 - 1
 # How codes are laid out in the inverted lists (and in files): blocks of 8 codes.
 CODE_LAYOUT = "blocked8"
-
-
-_THREADS: int | None = None
-
-
-def _default_threads() -> int:
-    """Cores this process may run on (looked up once: it costs a system call)."""
-    global _THREADS
-    if _THREADS is None:
-        try:
-            _THREADS = max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - not Linux
-            _THREADS = max(1, os.cpu_count() or 1)
-    return _THREADS
 
 
 class Index:

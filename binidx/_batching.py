@@ -3,44 +3,47 @@ that share one pass over each bucket they probe.
 
 A shared pass (``shared_chunk`` of ``binidx._kernels._search.search``) scans each bucket
 once for all the queries of a chunk that probe it, while its codes are in L1/L2, instead
-of once per query from L3 or memory.  It pays when the index's codes do not stay in the
-core's L2 and the chunk probes each bucket several times; its cost is the state of the
-chunk's queries (candidate buffers, rotated queries), which no longer stays in L1.
-Results are identical either way (tests/test_batching.py); only speed differs.
+of once per query from L3 or memory.  What it saves is reading codes from memory rather
+than from L3; its cost is the state of the chunk's queries (candidate buffers, rotated
+queries), which no longer stays in L1.  So it pays only when the index's codes, factors
+and slots do not stay in the last-level cache between queries: indexes larger than the
+L3, or an L3 that other processes keep evicting.  Results are identical either way
+(tests/test_batching.py); only speed differs.
 
-The thresholds come from paired runs on the development machine (AMD EPYC, 2 cores,
-1 MB L2 per core, 32 MB L3, shared with other jobs: load 5.7-6.2), one query at a time
-against shared chunks in the same process (CPU time, medians of the paired ratios of 5-9
-runs, one-byte factors; benchmarks/micro/search_ab.py):
+Paired runs on the development machine (AMD EPYC, 2 cores, 1 MB L2 per core, 32 MB L3),
+one query at a time against ``Index.search``'s chunks in the same process (CPU time,
+medians of the paired ratios of 9-11 runs; benchmarks/micro/search_ab.py), with the
+settings of the issue-8 benchmarks at recall@10 0.95:
 
-============  ==========  ===========  ============================  ==================
-index         scanned MB  probe rate   1 thread                      2 threads (auto)
-============  ==========  ===========  ============================  ==================
-sift-1m       22          48 / 2,182   64: 1.04x, 128: 1.06x,        1.01x
-                                       227: 1.10x, 512: 1.10x
-dev-sift      4.4         32 / 1,061   32-166: 0.95-0.98x            0.94x
-dev-text      2.7         128 / 588    32 (auto): 1.06x              1.10x
-============  ==========  ===========  ============================  ==================
+=========================  ==========  ===========  ===============  ===================
+index                      scanned MB  probe rate   quiet (load 0.6  session 3 (load
+                                                    -1.9): 1 / 2     5.7-6.2): 1 / 2
+                                                    threads          threads
+=========================  ==========  ===========  ===============  ===================
+sift-1m, 256-bit codes     38          48 / 2,048   1.05-1.06x /     -
+                                                    1.00x
+sift-1m                    21-22       48 / 2,048   0.99-1.02x /     1.04-1.10x / 1.01x
+                                                    0.99x
+dev-sift                   4.2-4.4     32 / 512     0.99x / 1.01x    0.95-0.98x / 0.94x
+dev-text                   2.6-2.7     128 / 1,024  1.01x / 0.98x    1.06x / 1.10x
+=========================  ==========  ===========  ===============  ===================
 
-With two float32 factors per vector (28, 5.6 and 3.0 MB) and a heavier load the gains were
-larger (sift-1m 1.12x, dev-sift 1.03-1.14x): what a shared pass saves is reading codes
-from L3 or memory instead of L1/L2, so it gains with indexes larger than the caches, or
-caches that other processes keep evicting.  dev-sift's chunks need ~166 queries to visit
-a bucket 5 times, ~0.9 MB of candidate buffers that no longer stay in L2.  See the search
-section of docs/design.md.
+(Session 3's rows used 2,182, 1,061 and 588 lists.)  On a quiet machine an index that
+fits the L3 gains nothing from a shared pass, whatever the chunk (sift-1m, chunks of
+64-256: 0.98-1.03x); one larger than the L3 gains 5-6% with one thread.  The session-3
+gains at 22 MB came from the load: other processes evicting the L3.  The rule therefore
+shares passes only for indexes larger than the L3 (read from sysfs, 32 MB when it cannot
+be read), the case where it measurably pays, and otherwise leaves the batch one query at
+a time.  See the search section of docs/design.md.
 """
 from __future__ import annotations
 
-# Below this many bytes of scanned data (codes, factors, slots) the index stays in the
-# core's L2 (1 MB here) between queries and a shared pass only adds its bookkeeping.
-SHARED_MIN_BYTES = 2 << 20
-# From this many bytes on (a quarter of the 32 MB L3 here) the codes of a query's buckets
-# are rarely still cached from the previous query: a shared pass pays even when the
-# chunk's state spills L2 (sift-1m, 22 MB: 1.06-1.10x).  Between the two it pays only
-# when the chunk's state stays small (dev-text, 2.7 MB, 32 queries, 150 kB of state:
-# 1.06-1.10x; dev-sift, 4.4 MB, 166 queries, 0.9 MB of state: 0.95-0.98x).
-SHARED_LARGE_BYTES = 8 << 20
-SHARED_SMALL_STATE = 256 << 10
+import functools
+import glob
+
+# The last-level cache assumed when sysfs does not tell (non-Linux systems): the L3 of the
+# development machine, a common size on servers.
+FALLBACK_CACHE_BYTES = 32 << 20
 # A chunk must probe each of its buckets this many times on average to pay.
 SHARED_MIN_VISITS = 2.0
 # Chunk size aimed at, in expected visits per probed bucket, and bounds on it: the
@@ -50,15 +53,38 @@ SHARED_MIN_CHUNK = 32
 SHARED_MAX_CHUNK = 256
 
 
-def query_state_bytes(n_probe: int, n_rerank: int, n_bits: int) -> int:
-    """Bytes a query of a shared pass keeps between its scans: its candidate buffer
-    (8 bytes an entry, ``4 n_rerank`` entries and at least 256), its rotation, its probes
-    and their coarse keys (``search_impl.h``, ``QueryState``)."""
-    return 8 * max(4 * n_rerank, 256) + 4 * n_bits + 8 * n_probe
+def _parse_size(text: str) -> int:
+    """Bytes of a sysfs cache size such as ``32768K`` (0 when it is not one)."""
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    digits = text[:-1] if scale > 1 else text
+    return int(digits) * scale if digits.isdigit() else 0
+
+
+@functools.cache
+def last_level_cache_bytes() -> int:
+    """Size of the largest cache of CPU 0 (its L3 on current x86 servers), from sysfs.
+
+    Returns
+    -------
+    int
+        Bytes; ``FALLBACK_CACHE_BYTES`` when sysfs is missing or unreadable.
+    """
+    best = 0
+    for folder in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        try:
+            with open(f"{folder}/type") as fh:
+                if fh.read().strip() == "Instruction":
+                    continue
+            with open(f"{folder}/size") as fh:
+                best = max(best, _parse_size(fh.read()))
+        except OSError:
+            continue
+    return best or FALLBACK_CACHE_BYTES
 
 
 def shared_chunk(n_queries: int, n_threads: int, n_probe: int, n_lists: int, n_rerank: int,
-                 n_bits: int, scanned_bytes: int) -> int:
+                 n_bits: int, scanned_bytes: int, cache_bytes: int | None = None) -> int:
     """Queries per shared pass for one batch, or 0 to search them one at a time.
 
     Parameters
@@ -71,12 +97,14 @@ def shared_chunk(n_queries: int, n_threads: int, n_probe: int, n_lists: int, n_r
         Buckets probed per query.
     n_lists : int
         Buckets in the index.
-    n_rerank : int
-        Candidates reranked per query (sizes the candidate buffer).
-    n_bits : int
-        Code bits.
+    n_rerank, n_bits : int
+        Candidates reranked per query and code bits, which size a chunk's state.  Not used
+        since the quiet-machine runs: with the index beyond the L3, chunks of ~200 queries
+        (~1 MB of state) still gained 5-6%.
     scanned_bytes : int
         Bytes of codes, factors and slots in the index.
+    cache_bytes : int, optional
+        The last-level cache; default: this machine's (``last_level_cache_bytes``).
 
     Returns
     -------
@@ -85,12 +113,14 @@ def shared_chunk(n_queries: int, n_threads: int, n_probe: int, n_lists: int, n_r
 
     Examples
     --------
-    >>> shared_chunk(2000, 1, 48, 2182, 160, 128, 22 << 20)   # sift-1m
-    223
-    >>> shared_chunk(2000, 1, 32, 1061, 160, 128, 4 << 20)    # dev-sift: one at a time
+    >>> shared_chunk(2000, 1, 48, 2048, 120, 256, 38 << 20, 32 << 20)  # sift-1m, 256 bits
+    200
+    >>> shared_chunk(2000, 1, 48, 2048, 120, 128, 21 << 20, 32 << 20)  # fits the L3
     0
     """
-    if scanned_bytes < SHARED_MIN_BYTES or n_lists <= 0:
+    if cache_bytes is None:
+        cache_bytes = last_level_cache_bytes()
+    if scanned_bytes <= cache_bytes or n_lists <= 0:
         return 0
     per_thread = -(-n_queries // max(n_threads, 1))
     probe_rate = min(n_probe, n_lists) / n_lists  # of the buckets, per query
@@ -101,8 +131,5 @@ def shared_chunk(n_queries: int, n_threads: int, n_probe: int, n_lists: int, n_r
     chunks_per_thread = -(-per_thread // chunk)
     chunk = -(-per_thread // chunks_per_thread)
     if chunk * probe_rate < SHARED_MIN_VISITS:
-        return 0
-    if (scanned_bytes < SHARED_LARGE_BYTES
-            and chunk * query_state_bytes(n_probe, n_rerank, n_bits) > SHARED_SMALL_STATE):
         return 0
     return int(chunk)

@@ -42,29 +42,27 @@ def _force_chunk(monkeypatch, chunk):
 
 
 # ------------------------------------------------------------------ the rule
-def test_rule_keeps_small_indexes_on_the_per_query_path():
-    small = _batching.SHARED_MIN_BYTES - 1
-    assert _batching.shared_chunk(10_000, 1, 48, 2048, 160, 128, small) == 0
+L3 = 32 << 20
 
 
-def test_rule_shares_mid_sized_indexes_only_with_a_small_chunk_state():
-    mid = (_batching.SHARED_MIN_BYTES + _batching.SHARED_LARGE_BYTES) // 2
-    # dev-text-like: 128 of 588 buckets per query, n_rerank 40: 32 queries, ~150 kB.
-    assert _batching.shared_chunk(1000, 1, 128, 588, 40, 384, mid) == 32
-    # dev-sift-like: 32 of 1,061, n_rerank 160: ~166 queries of ~5.5 kB each.
-    assert _batching.shared_chunk(2000, 1, 32, 1061, 160, 128, mid) == 0
-    assert _batching.shared_chunk(2000, 1, 32, 1061, 160, 128, _batching.SHARED_LARGE_BYTES) > 0
+def test_rule_keeps_indexes_that_fit_the_cache_on_the_per_query_path():
+    # sift-1m (21 MB), dev-sift (4.2 MB), dev-text (2.6 MB) on a 32 MB L3: no gain when quiet.
+    for scanned, n_probe, n_lists in ((21 << 20, 48, 2048), (4 << 20, 32, 512),
+                                      (3 << 20, 128, 1024), (L3, 48, 2048)):
+        assert _batching.shared_chunk(2000, 1, n_probe, n_lists, 120, 128, scanned, L3) == 0
+    # The same index shares once the cache is smaller than it.
+    assert _batching.shared_chunk(2000, 1, 48, 2048, 120, 128, 21 << 20, 16 << 20) > 0
 
 
-def test_rule_shares_large_indexes_in_bounded_chunks():
-    big = 22 << 20  # sift-1m: 1M codes of 128 bits, factors, slots
-    chunk = _batching.shared_chunk(2000, 1, 48, 2182, 160, 128, big)
+def test_rule_shares_indexes_larger_than_the_cache_in_bounded_chunks():
+    big = 38 << 20  # sift-1m with 256-bit codes
+    chunk = _batching.shared_chunk(2000, 1, 48, 2182, 160, 256, big, L3)
     assert _batching.SHARED_MIN_CHUNK <= chunk <= _batching.SHARED_MAX_CHUNK
     assert chunk * 48 / 2182 >= _batching.SHARED_MIN_VISITS
     # Each thread takes whole chunks: no chunk is larger than a thread's share.
-    assert _batching.shared_chunk(100, 2, 48, 2182, 160, 128, big) in (0, 50)
+    assert _batching.shared_chunk(100, 2, 48, 2182, 160, 256, big, L3) in (0, 50)
     for n_queries, n_threads in ((2000, 1), (2000, 2), (1999, 2), (777, 2)):
-        chunk = _batching.shared_chunk(n_queries, n_threads, 48, 2182, 160, 128, big)
+        chunk = _batching.shared_chunk(n_queries, n_threads, 48, 2182, 160, 256, big, L3)
         n_steps = -(-n_queries // chunk)
         assert chunk <= _batching.SHARED_MAX_CHUNK
         assert n_steps % n_threads == 0  # every thread gets as many chunks
@@ -73,7 +71,26 @@ def test_rule_shares_large_indexes_in_bounded_chunks():
 
 def test_rule_declines_chunks_that_would_visit_buckets_once():
     # 40 queries probing 8 of 4096 buckets visit each probed bucket about once.
-    assert _batching.shared_chunk(40, 1, 8, 4096, 40, 128, 1 << 30) == 0
+    assert _batching.shared_chunk(40, 1, 8, 4096, 40, 128, 1 << 30, L3) == 0
+
+
+def test_rule_reads_the_cache_size_with_a_fallback(monkeypatch):
+    assert _batching._parse_size("32768K") == 32 << 20
+    assert _batching._parse_size("2M\n") == 2 << 20
+    assert _batching._parse_size("512") == 512
+    assert _batching._parse_size("big") == 0
+    assert _batching.last_level_cache_bytes() >= 1 << 10
+    _batching.last_level_cache_bytes.cache_clear()
+    monkeypatch.setattr(_batching.glob, "glob", lambda pattern: [])
+    try:
+        assert _batching.last_level_cache_bytes() == _batching.FALLBACK_CACHE_BYTES
+        # The default cache_bytes is that size.
+        big = _batching.FALLBACK_CACHE_BYTES + 1
+        assert (_batching.shared_chunk(2000, 1, 48, 2048, 120, 128, big)
+                == _batching.shared_chunk(2000, 1, 48, 2048, 120, 128, big,
+                                          _batching.FALLBACK_CACHE_BYTES) > 0)
+    finally:
+        _batching.last_level_cache_bytes.cache_clear()
 
 
 def test_search_uses_the_rule(monkeypatch, recorder):
@@ -81,11 +98,10 @@ def test_search_uses_the_rule(monkeypatch, recorder):
     index = binidx.build(x, n_lists=16, n_bits=64, seed=0)
     q = mixture(80, 32, seed=2)
     index.search(q, k=5, n_probe=4, n_threads=1)
-    assert recorder.chunks[-1] == 0  # 2,000 vectors: far below SHARED_MIN_BYTES
-    monkeypatch.setattr(_batching, "SHARED_MIN_BYTES", 0)
-    monkeypatch.setattr(_batching, "SHARED_LARGE_BYTES", 0)
+    assert recorder.chunks[-1] == 0  # 2,000 vectors: far below the cache
+    monkeypatch.setattr(_batching, "last_level_cache_bytes", lambda: 0)
     index.search(q, k=5, n_probe=4, n_rerank=20, n_threads=1)
-    assert recorder.chunks[-1] == _batching.shared_chunk(80, 1, 4, index.n_lists, 20, 64, 1)
+    assert recorder.chunks[-1] == _batching.shared_chunk(80, 1, 4, index.n_lists, 20, 64, 1, 0)
     assert recorder.chunks[-1] > 0
     index.search(q[:3], k=5, n_probe=4, n_threads=1)  # a small batch: never shared
     assert recorder.chunks[-1] == 0

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 # The SIMD features that decide which kernels the engines can use.
 _FLAGS = ("sse4_2", "popcnt", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
-          "avx512_vpopcntdq", "avx512_vnni", "avx512_bitalg", "amx_tile", "asimd", "sve")
+          "avx512_vpopcntdq", "avx512vbmi", "avx512_vnni", "avx512_bitalg", "amx_tile", "asimd", "sve")
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,8 @@ closest in angle to ``z``, and ``a`` corrects for the angle between them, which 
 estimator unbiased.  ``P`` has orthonormal columns when ``n_bits >= dim`` (inner products
 are preserved, ``scale = 1``) and orthonormal rows when ``n_bits < dim`` (a Johnson-
 Lindenstrauss projection, ``scale = dim / n_bits`` restores the expected value).  The query
-side (4-bit quantisation of ``P y`` into bit planes) lives in the compiled kernels.
+side (5-bit symmetric quantisation of ``P y``, look-up tables or bit planes) lives in the
+compiled kernels.
 """
 from __future__ import annotations
 

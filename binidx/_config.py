@@ -8,7 +8,7 @@ import sys
 
 def _cpu_flags() -> list[str]:
     wanted = {"popcnt", "avx2", "bmi2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-              "avx512_vpopcntdq"}
+              "avx512_vpopcntdq", "avx512vbmi"}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:

@@ -6,8 +6,8 @@ equality rather than against a loose tolerance:
 
 * :func:`hamming_reference` -- Hamming distances of packed codes (``np.bitwise_count``);
 * :func:`quantize_reference`, :func:`scan_reference`, :func:`estimate_reference` -- the
-  4-bit query quantisation and the AND + popcount estimator (``quantize_body`` and
-  ``scan_scalar_body`` in ``simd_kernels.h``);
+  5-bit symmetric query quantisation and the estimator over binary codes
+  (``quantize_body`` and ``scan_scalar_body`` in ``simd_kernels.h``);
 * :func:`l2_reference`, :func:`dot_reference` -- float distances with the kernels'
   16-lane accumulation order (``l2_body`` / ``dot_body``); :func:`matvec_t_reference` --
   the transposed matrix-vector product of the coarse step and the query rotation;
@@ -65,13 +65,16 @@ def hamming_reference(a_codes: np.ndarray, b_codes: np.ndarray) -> np.ndarray:
     return np.bitwise_count(a[:, None, :] ^ b[None, :, :]).sum(axis=2, dtype=np.int64)
 
 
-def quantize_reference(w: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-    """4-bit quantisation of a rotated query into bit planes, as the kernels do it.
+#: Largest query level: the query side is quantised to the integers [-15, 15].
+LEVEL_MAX = 15
 
-    Every value becomes ``u = clip(trunc((w - lo) / delta' + 0.5), 0, 15)`` with
-    ``lo = min(w)``, ``delta = (max(w) - lo) / 15`` and ``delta' `` applied as a
-    multiplication by ``1 / delta`` (all in float32); bit ``j`` of ``u[i]`` is bit ``i %
-    64`` of word ``i // 64`` of plane ``j``.
+
+def quantize_reference(w: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """5-bit symmetric quantisation of a rotated query (residual), as the kernels do it.
+
+    Every value becomes ``u = clip(trunc(w * inv + 15.5), 0, 30) - 15``, so ``w ~ delta *
+    u``, with ``delta = max|w| / 15`` and ``inv = 1 / delta`` (all in float32; ``delta``
+    below 1e-30 counts as 0, and then every level is 0).
 
     Parameters
     ----------
@@ -80,71 +83,69 @@ def quantize_reference(w: np.ndarray) -> tuple[np.ndarray, float, float, float]:
 
     Returns
     -------
-    planes : ndarray of shape (4, n_bits // 64), uint64
-    c1, c2, sum_w : float
-        float32 constants of the estimator: ``2 lo``, ``2 delta`` and the sum of the
-        de-quantised values ``lo * n_bits + delta * sum(u)`` (computed in float64, then
-        rounded to float32).
+    levels : ndarray of shape (n_bits,), int8
+        In ``[-15, 15]``.
+    delta : float
+        The float32 step.
+    level_sum : int
+        ``levels.sum()``.
 
     Examples
     --------
     >>> import numpy as np
-    >>> w = (np.arange(64) % 16).astype(np.float32)     # already on the 4-bit grid
-    >>> planes, c1, c2, sum_w = quantize_reference(w)
-    >>> planes.shape, c1, c2, sum_w
-    ((4, 1), 0.0, 2.0, 480.0)
+    >>> w = (np.arange(64) % 31 - 15).astype(np.float32)    # already on the grid
+    >>> levels, delta, level_sum = quantize_reference(w)
+    >>> levels[:3].tolist(), delta, level_sum
+    ([-15, -14, -13], 1.0, -29)
     """
     w = np.ascontiguousarray(w, dtype=_F32)
-    n_bits = w.shape[0]
-    lo, hi = _F32(w.min()), _F32(w.max())
-    delta = _F32(hi - lo) / _F32(15.0)
-    inv = _F32(1.0) / delta if delta > 0 else _F32(0.0)
-    t = ((w - lo) * inv + _F32(0.5)).astype(np.int32)   # astype truncates toward zero, as C
-    u = np.clip(t, 0, 15).astype(np.uint8)
-    sum_u = int(u.sum(dtype=np.int64))
-    bits = (u[None, :] >> np.arange(4, dtype=np.uint8)[:, None]) & 1          # (4, n_bits)
-    planes = np.packbits(bits.astype(bool), axis=1, bitorder="little")
-    planes = np.ascontiguousarray(planes).view("<u8").astype(np.uint64).reshape(4, n_bits // 64)
-    sum_w = _F32(np.float64(lo) * np.float64(n_bits) + np.float64(delta) * np.float64(sum_u))
-    return planes, float(_F32(2.0) * lo), float(_F32(2.0) * delta), float(sum_w)
+    top = _F32(np.abs(w).max()) if w.size else _F32(0.0)
+    delta = top / _F32(LEVEL_MAX)
+    inv = _F32(1.0) / delta if delta > _F32(1e-30) else _F32(0.0)
+    if inv == 0:
+        delta = _F32(0.0)
+    # astype truncates toward zero, as C does; the value is >= 0 here.
+    v = (w * inv + _F32(LEVEL_MAX + 0.5)).astype(np.int32)
+    levels = (np.clip(v, 0, 2 * LEVEL_MAX) - LEVEL_MAX).astype(np.int8)
+    return levels, float(delta), int(levels.sum(dtype=np.int64))
 
 
-def scan_reference(codes: np.ndarray, factors: np.ndarray, planes: np.ndarray, c1: float,
-                   c2: float, sum_w: float, alpha: float, beta: float, gamma: float
-                   ) -> np.ndarray:
-    """The scan kernel: estimates of one bucket's codes against quantised query planes.
+def scan_reference(codes: np.ndarray, factors: np.ndarray, levels: np.ndarray, delta: float,
+                   level_sum: int, alpha: float, beta: float, gamma: float) -> np.ndarray:
+    """The scan kernel: estimates of one bucket's codes against a quantised query side.
 
     For the code bits ``b`` and factors ``(a, rn2)`` of each row::
 
-        pc  = popcount(b)
-        acc = sum_j 2**j popcount(b & planes[j])
-        sw  = (c1 * pc + c2 * acc) - sum_w
+        T   = sum_d (2 b_d - 1) levels_d        (an exact integer)
+        sw  = delta * T
         out = (alpha * (a * sw) + beta) + gamma * rn2
 
-    every operation rounded to float32, in this order (the kernels are compiled without
-    FMA contraction).
+    every float operation rounded to float32, in this order (the kernels are compiled
+    without FMA contraction).
 
     Parameters
     ----------
     codes : ndarray of shape (n, n_words), uint64
+        Bit ``d % 64`` of word ``d // 64`` is ``b_d``.
     factors : ndarray of shape (n, 2)
         ``(a, rn2)``, as float32 values or as the stored bytes (the search then folds the
         bucket's scales into ``alpha`` and ``gamma``, see :func:`search_reference`).
-    planes : ndarray of shape (4, n_words), uint64
-    c1, c2, sum_w, alpha, beta, gamma : float
+    levels : ndarray of shape (64 * n_words,), int8
+    delta : float
+    level_sum : int
+        ``levels.sum()``: ``T = 2 * sum(levels[b == 1]) - level_sum``.
+    alpha, beta, gamma : float
         Estimator constants (see ``ScanConsts`` in ``simd_kernels.h``).
 
     Returns
     -------
     ndarray of shape (n,), float32
     """
-    codes = np.asarray(codes, dtype=np.uint64)
+    codes = np.ascontiguousarray(codes, dtype=np.uint64)
     factors = np.asarray(factors, dtype=_F32)
-    pc = np.bitwise_count(codes).sum(axis=1, dtype=np.int64)
-    acc = np.zeros(codes.shape[0], dtype=np.int64)
-    for j in range(4):
-        acc += np.bitwise_count(codes & planes[j][None, :]).sum(axis=1, dtype=np.int64) << j
-    sw = (_F32(c1) * pc.astype(_F32) + _F32(c2) * acc.astype(_F32)) - _F32(sum_w)
+    bits = np.unpackbits(codes.view(np.uint8), axis=1, bitorder="little")
+    t = 2 * (bits.astype(np.int64) @ np.asarray(levels, dtype=np.int64)) - int(level_sum)
+    sw = _F32(delta) * t.astype(_F32)
     return (_F32(alpha) * (factors[:, 0] * sw) + _F32(beta)) + _F32(gamma) * factors[:, 1]
 
 
@@ -168,8 +169,8 @@ def estimate_reference(codes: np.ndarray, factors: np.ndarray, w: np.ndarray,
     -------
     ndarray of shape (n,), float32
     """
-    planes, c1, c2, sum_w = quantize_reference(w)
-    return scan_reference(codes, factors, planes, c1, c2, sum_w, alpha, beta, gamma)
+    levels, delta, level_sum = quantize_reference(w)
+    return scan_reference(codes, factors, levels, delta, level_sum, alpha, beta, gamma)
 
 
 # ------------------------------------------------------------------- float distances

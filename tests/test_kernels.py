@@ -42,35 +42,36 @@ def test_quantize_matches_reference(kernel_path, n_bits):
         (rng.standard_normal(n_bits) * 1e4 + 3e4).astype(np.float32),      # far from 0
         rng.exponential(size=n_bits).astype(np.float32) ** 3,              # skewed
         np.round(rng.standard_normal(n_bits) * 4).astype(np.float32),      # many repeats
+        (rng.standard_normal(n_bits) * 1e-36).astype(np.float32),          # denormal step
     ]
     for w in cases:
-        planes, c1, c2, sum_w = _search.quantize(w)
-        want_planes, want_c1, want_c2, want_sum = ref.quantize_reference(w)
-        assert planes.dtype == np.uint64 and planes.shape == (4, n_bits // 64)
-        assert np.array_equal(planes, want_planes)
-        assert (c1, c2, sum_w) == (want_c1, want_c2, want_sum)
+        levels, delta, level_sum = _search.quantize(w)
+        want_levels, want_delta, want_sum = ref.quantize_reference(w)
+        assert levels.dtype == np.int8 and levels.shape == (n_bits,)
+        assert np.array_equal(levels, want_levels)
+        assert (delta, level_sum) == (want_delta, want_sum)
 
 
-def test_quantize_constant_query(kernel_path):
-    # max == min: delta is 0, every value quantises to level 0.
-    w = np.full(128, -2.5, np.float32)
-    planes, c1, c2, sum_w = _search.quantize(w)
-    assert not planes.any()
-    assert (c1, c2, sum_w) == (-5.0, 0.0, -320.0)
-    assert (c1, c2, sum_w) == ref.quantize_reference(w)[1:]
+def test_quantize_zero_query(kernel_path):
+    # A zero residual (the query on the centroid): step 0, every level 0.
+    levels, delta, level_sum = _search.quantize(np.zeros(128, np.float32))
+    assert not levels.any() and delta == 0.0 and level_sum == 0
 
 
-def test_quantize_reference_is_a_4bit_rounding():
+def test_quantize_refuses_a_partial_word():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        _search.quantize(np.ones(100, np.float32))
+
+
+def test_quantize_reference_is_a_5bit_rounding():
     """The oracle itself: de-quantised values are within half a step of the input."""
     rng = np.random.default_rng(3)
     w = rng.standard_normal(256).astype(np.float32)
-    planes, c1, c2, sum_w = ref.quantize_reference(w)
-    bits = np.unpackbits(planes.view(np.uint8), bitorder="little").reshape(4, 256)
-    u = (bits * (1 << np.arange(4))[:, None]).sum(axis=0)
-    lo, delta = c1 / 2, c2 / 2
-    assert u.min() == 0 and u.max() == 15
-    assert np.abs(lo + delta * u - w).max() <= delta / 2 * (1 + 1e-5)
-    assert sum_w == pytest.approx(lo * 256 + delta * u.sum(), rel=1e-6)
+    levels, delta, level_sum = ref.quantize_reference(w)
+    assert np.abs(levels).max() == 15
+    assert delta == pytest.approx(np.abs(w).max() / 15, rel=1e-6)
+    assert np.abs(delta * levels - w).max() <= delta / 2 * (1 + 1e-5)
+    assert level_sum == levels.sum()
 
 
 # ---------------------------------------------------------------------------- scan
@@ -85,10 +86,10 @@ def test_scan_matches_reference(kernel_path, n_bits):
             codes[1] = np.iinfo(np.uint64).max  # all +1 signs
         factors = random_factors(rng, n)
         w = rng.standard_normal(n_bits).astype(np.float32)
-        planes, c1, c2, sum_w = _search.quantize(w)
+        levels, delta, level_sum = _search.quantize(w)
         for alpha, beta, gamma in ((-2.0, 17.25, 1.0), (-1.0, -0.375, 0.0)):  # l2, ip
-            got = _search.scan(codes, factors, planes, c1, c2, sum_w, alpha, beta, gamma)
-            want = ref.scan_reference(codes, factors, planes, c1, c2, sum_w, alpha, beta, gamma)
+            got = _search.scan(codes, factors, levels, delta, level_sum, alpha, beta, gamma)
+            want = ref.scan_reference(codes, factors, levels, delta, level_sum, alpha, beta, gamma)
             assert got.dtype == np.float32 and got.shape == (n,)
             assert np.array_equal(got, want), (n, alpha)
             assert np.array_equal(got, ref.estimate_reference(codes, factors, w, alpha, beta, gamma))
@@ -97,30 +98,51 @@ def test_scan_matches_reference(kernel_path, n_bits):
 def test_scan_blocks_refuses_more_estimates_than_blocks():
     codes = np.zeros((2, 2, 8), np.uint64)
     factors = np.zeros((2, 2, 8), np.uint8)
-    planes = np.zeros((4, 2), np.uint64)
+    levels = np.zeros(128, np.int8)
     with pytest.raises(ValueError, match="17 estimates asked of 2 blocks"):
-        _search.scan_blocks(codes, factors, 17, planes, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+        _search.scan_blocks(codes, factors, 17, levels, 1.0, 0, 1.0, 1.0, 1.0)
+
+
+def test_scan_refuses_levels_of_another_width():
+    codes = np.zeros((8, 2), np.uint64)
+    with pytest.raises(ValueError, match="64 query levels for codes of 2 64-bit words"):
+        _search.scan(codes, np.zeros((8, 2), np.uint8), np.zeros(64, np.int8), 1.0, 0,
+                     1.0, 0.0, 0.0)
 
 
 def test_scan_empty_bucket(kernel_path):
     out = _search.scan(np.zeros((0, 2), np.uint64), np.zeros((0, 2), np.uint8),
-                       np.zeros((4, 2), np.uint64), 1.0, 1.0, 0.0, -2.0, 0.0, 1.0)
+                       np.zeros(128, np.int8), 1.0, 0, -2.0, 0.0, 1.0)
     assert out.shape == (0,)
 
 
-def test_scan_counts_bits():
-    """With planes that select single bits, the estimate exposes popcounts exactly."""
+@pytest.mark.parametrize("level", [1, -1, 15, -15, 7])
+def test_scan_counts_bits(kernel_path, level):
+    """With every query level equal to l, T = l (2 popcount(b) - n_bits) exactly, at the
+    extremes of the levels' range too (the look-up tables' byte sums are at their largest)."""
     rng = np.random.default_rng(5)
     codes = random_codes(rng, 16, 4)
-    planes = np.zeros((4, 4), np.uint64)
-    planes[0] = np.iinfo(np.uint64).max        # acc = popcount(b)
+    codes[0] = np.iinfo(np.uint64).max
+    codes[1] = 0
     factors = np.ones((16, 2), np.uint8)
-    # c1 = 1, c2 = 0: sw = pc; alpha = 1, beta = gamma = 0 -> estimate = popcount.
-    got = _search.scan(codes, factors, planes, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
-    assert np.array_equal(got, np.bitwise_count(codes).sum(axis=1).astype(np.float32))
-    # c1 = 0, c2 = 1: sw = acc = popcount(b & all ones) = popcount(b) as well.
-    got = _search.scan(codes, factors, planes, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)
-    assert np.array_equal(got, np.bitwise_count(codes).sum(axis=1).astype(np.float32))
+    levels = np.full(256, level, np.int8)
+    # delta = alpha = 1, beta = gamma = 0: the estimate is T itself.
+    got = _search.scan(codes, factors, levels, 1.0, 256 * level, 1.0, 0.0, 0.0)
+    pc = np.bitwise_count(codes).sum(axis=1, dtype=np.int64)
+    assert np.array_equal(got, (level * (2 * pc - 256)).astype(np.float32))
+
+
+def test_scan_reads_each_dimension_of_the_code(kernel_path):
+    """One level at a time: every code bit (each nibble position of the tables) counts
+    with its own dimension's level."""
+    codes = np.zeros((128, 2), np.uint64)
+    for d in range(128):
+        codes[d, d // 64] = np.uint64(1) << np.uint64(d % 64)
+    factors = np.ones((128, 2), np.uint8)
+    levels = ((np.arange(128) * 7) % 31 - 15).astype(np.int8)
+    got = _search.scan(codes, factors, levels, 1.0, int(levels.sum()), 1.0, 0.0, 0.0)
+    # Only bit d set: T = 2 levels[d] - sum(levels).
+    assert np.array_equal(got, (2 * levels.astype(np.int64) - levels.sum()).astype(np.float32))
 
 
 def test_estimator_is_unbiased_and_sharpens_with_bits():
@@ -154,8 +176,8 @@ def _admit_inputs(rng, n, n_bits):
     codes = random_codes(rng, n, n_bits // 64)
     factors = random_factors(rng, n)
     slots = rng.permutation(10 * n).astype(np.int32)[:n]
-    planes, c1, c2, sum_w = _search.quantize(rng.standard_normal(n_bits).astype(np.float32))
-    consts = (planes, c1, c2, sum_w, -2.0, 17.25, 1.0)
+    levels, delta, level_sum = _search.quantize(rng.standard_normal(n_bits).astype(np.float32))
+    consts = (levels, delta, level_sum, -2.0, 17.25, 1.0)
     est = ref.scan_reference(codes, factors, *consts)
     blocks, fblocks = _storage.to_blocks(codes, factors)
     return blocks, fblocks, slots, consts, est

@@ -5,7 +5,7 @@ A thin Cython layer over ``search_impl.h`` / ``simd_kernels.h``: it checks nothi
 the public Python layer has not already validated, takes typed C-contiguous memoryviews,
 and releases the GIL for all the work.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 from libcpp.vector cimport vector
 
 import numpy as np
@@ -15,9 +15,9 @@ cnp.import_array()
 
 cdef extern from "simd_kernels.h" namespace "binidx":
     ctypedef struct ScanConsts:
-        float c1
-        float c2
-        float sum_w
+        float delta
+        int32_t level_sum
+        int32_t t_bias
         float alpha
         float beta
         float gamma
@@ -48,8 +48,9 @@ cdef extern from "simd_kernels.h" namespace "binidx":
                                       int64_t, int, const uint64_t*, const ScanConsts*,
                                       AdmitTarget*) noexcept nogil
 
-    ctypedef void (*quantize_fn)(const float*, const float*, float*, int64_t, int, uint64_t*,
+    ctypedef void (*quantize_fn)(const float*, const float*, float*, int64_t, int8_t*,
                                  ScanConsts*) noexcept nogil
+    ctypedef void (*pack_fn)(const int8_t*, int, uint64_t*, ScanConsts*) noexcept nogil
 
     ctypedef void (*matvec_fn)(const float*, const float*, int64_t, int64_t,
                                float*) noexcept nogil
@@ -62,6 +63,7 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         scan_fn scan
         scan_admit_fn scan_admit
         quantize_fn quantize
+        pack_fn pack
         matvec_fn matvec_t
         matmat_fn matmat_t
         matrows_fn matrows
@@ -70,6 +72,7 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         const char* name
 
     int BLOCK
+    int TABLE_WORDS
     ctypedef uint64_t (*read_stream_fn)(const uint64_t*, int64_t) noexcept nogil
     ctypedef float (*gather_sum_fn)(const float*, int64_t, const int32_t*, int64_t,
                                     int64_t) noexcept nogil
@@ -279,35 +282,52 @@ def search_exact_subset(const float[:, ::1] queries, int k, int n_threads, int m
 
 
 def quantize(const float[::1] w):
-    """4-bit query quantisation; returns (planes uint64 (4, n_words), c1, c2, sum_w)."""
+    """The query side of the estimator, quantised by the active kernel: ``(levels, delta,
+    level_sum)``, int8 levels in [-15, 15] with ``w ~ delta * levels``."""
     cdef int64_t n_bits = w.shape[0]
-    cdef int n_words = <int>((n_bits + 63) // 64)
-    planes = np.zeros((4, n_words), dtype=np.uint64)
-    cdef uint64_t[:, ::1] pv = planes
+    if n_bits == 0 or n_bits % 64:
+        raise ValueError(f"{n_bits} values given; the kernels quantise a multiple of 64")
+    levels = np.empty(n_bits, dtype=np.int8)
+    cdef int8_t[::1] lv = levels
     cdef ScanConsts c
     cdef Kernels K = kernels_for_path(_active_path)
-    K.quantize(&w[0], NULL, NULL, n_bits, n_words, &pv[0, 0], &c)
-    return planes, c.c1, c.c2, c.sum_w
+    K.quantize(&w[0], NULL, NULL, n_bits, &lv[0], &c)
+    return levels, c.delta, c.level_sum
 
 
-def scan(codes, factors, const uint64_t[:, ::1] planes, float c1, float c2, float sum_w,
+cdef ScanConsts _packed(const int8_t[::1] levels, int32_t level_sum, float delta, float alpha,
+                        float beta, float gamma, int n_words, uint64_t[::1] table) except *:
+    """Pack levels into the active path's scan table; the constants that go with it."""
+    if levels.shape[0] != 64 * n_words:
+        raise ValueError(f"{levels.shape[0]} query levels for codes of {n_words} 64-bit words")
+    cdef ScanConsts c
+    c.delta = delta; c.level_sum = level_sum
+    c.alpha = alpha; c.beta = beta; c.gamma = gamma
+    cdef Kernels K = kernels_for_path(_active_path)
+    K.pack(&levels[0], n_words, &table[0], &c)
+    return c
+
+
+def scan(codes, factors, const int8_t[::1] levels, float delta, int32_t level_sum,
          float alpha, float beta, float gamma):
     """Run the active scan kernel over one bucket (for tests and micro-benchmarks).
 
     ``codes`` (n, n_words) and ``factors`` (n, 2) uint8 are given row by row and laid out
     in blocks of 8 here, as the index stores them; the factor bytes are used as they are
-    (the search folds the buckets' scales into ``alpha`` and ``gamma``).
+    (the search folds the buckets' scales into ``alpha`` and ``gamma``).  ``levels``,
+    ``delta`` and ``level_sum`` are the query side (:func:`quantize`).
     """
     from binidx._storage import to_blocks
 
     cdef int64_t n = codes.shape[0]
     if n == 0:
         return np.empty(0, dtype=np.float32)
-    return scan_blocks(*to_blocks(codes, factors), n, planes, c1, c2, sum_w, alpha, beta, gamma)
+    return scan_blocks(*to_blocks(codes, factors), n, levels, delta, level_sum, alpha, beta,
+                       gamma)
 
 
 def scan_blocks(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factors, int64_t n,
-                const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,
+                const int8_t[::1] levels, float delta, int32_t level_sum, float alpha,
                 float beta, float gamma):
     """Run the active scan kernel over blocked codes (blocks, n_words, 8); n estimates."""
     if n > codes.shape[0] * 8 or factors.shape[0] < codes.shape[0]:
@@ -316,19 +336,20 @@ def scan_blocks(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factor
     out = np.empty(codes.shape[0] * 8, dtype=np.float32)
     if n == 0:
         return out[:0]
+    cdef int n_words = <int>codes.shape[1]
+    table = np.zeros(TABLE_WORDS * n_words, dtype=np.uint64)
+    cdef ScanConsts c = _packed(levels, level_sum, delta, alpha, beta, gamma, n_words, table)
+    cdef uint64_t[::1] tv = table
     cdef float[::1] ov = out
-    cdef ScanConsts c
-    c.c1 = c1; c.c2 = c2; c.sum_w = sum_w; c.alpha = alpha; c.beta = beta; c.gamma = gamma
     cdef Kernels K = kernels_for_path(_active_path)
     with nogil:
-        K.scan(&codes[0, 0, 0], &factors[0, 0, 0], n, <int>codes.shape[1], &planes[0, 0], &c,
-               &ov[0])
+        K.scan(&codes[0, 0, 0], &factors[0, 0, 0], n, n_words, &tv[0], &c, &ov[0])
     return out[:n]
 
 
 def scan_admit(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factors,
-               const int32_t[::1] slots, int64_t n, const uint64_t[:, ::1] planes, float c1,
-               float c2, float sum_w, float alpha, float beta, float gamma, float threshold,
+               const int32_t[::1] slots, int64_t n, const int8_t[::1] levels, float delta,
+               int32_t level_sum, float alpha, float beta, float gamma, float threshold,
                int64_t cap, int64_t first_block=0):
     """One call of the active fused scan + admission kernel (for tests).
 
@@ -337,10 +358,12 @@ def scan_admit(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factors
     next_block)``: the admitted estimates and their slots in scan order, and the block
     the scan stopped before.
     """
+    cdef int n_words = <int>codes.shape[1]
+    table = np.zeros(TABLE_WORDS * n_words, dtype=np.uint64)
+    cdef ScanConsts c = _packed(levels, level_sum, delta, alpha, beta, gamma, n_words, table)
+    cdef uint64_t[::1] tv = table
     cands = np.zeros(cap + BLOCK, dtype=np.uint64)
     cdef uint64_t[::1] cv = cands
-    cdef ScanConsts c
-    c.c1 = c1; c.c2 = c2; c.sum_w = sum_w; c.alpha = alpha; c.beta = beta; c.gamma = gamma
     cdef AdmitTarget t
     t.out = <Candidate*> &cv[0]
     t.m = 0
@@ -352,7 +375,7 @@ def scan_admit(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factors
     if n > 0:
         with nogil:
             next_block = K.scan_admit(&codes[0, 0, 0], &factors[0, 0, 0], &slots[0], n,
-                                      first_block, <int>codes.shape[1], &planes[0, 0], &c, &t)
+                                      first_block, n_words, &tv[0], &c, &t)
     keys = np.empty(t.m, dtype=np.float32)
     out_slots = np.empty(t.m, dtype=np.int32)
     cdef float[::1] kv = keys
@@ -459,15 +482,17 @@ def rerank_rows(const float[:, ::1] queries, const float[:, ::1] vectors,
 def scan_buckets(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factors,
                  const int32_t[::1] slots, const int64_t[::1] first_blocks,
                  const int64_t[::1] sizes, const int32_t[::1] order,
-                 const uint64_t[:, ::1] planes, float c1, float c2, float sum_w, float alpha,
+                 const int8_t[::1] levels, float delta, int32_t level_sum, float alpha,
                  float beta, float gamma, float threshold, int64_t cap):
     """Scan buckets in the given order as the search does (fused scan + admission, the
     start of the next bucket prefetched near the end of the current one), with a fixed
-    threshold; the buffer is emptied when
-    full.  Bucket b is ``sizes[b]`` codes from block ``first_blocks[b]`` of the arrays.
+    threshold and one query side for all of them; the buffer is emptied when full.
+    Bucket b is ``sizes[b]`` codes from block ``first_blocks[b]`` of the arrays.
     Returns the number of admitted candidates."""
-    cdef ScanConsts c
-    c.c1 = c1; c.c2 = c2; c.sum_w = sum_w; c.alpha = alpha; c.beta = beta; c.gamma = gamma
+    cdef int n_words = <int>codes.shape[1]
+    table = np.zeros(TABLE_WORDS * n_words, dtype=np.uint64)
+    cdef ScanConsts c = _packed(levels, level_sum, delta, alpha, beta, gamma, n_words, table)
+    cdef uint64_t[::1] tv = table
     cands = np.empty(cap + BLOCK, dtype=np.uint64)
     cdef uint64_t[::1] cv = cands
     cdef AdmitTarget t
@@ -476,7 +501,6 @@ def scan_buckets(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] facto
     t.cap = cap
     t.threshold = threshold
     cdef Kernels K = kernels_for_path(_active_path)
-    cdef int n_words = <int>codes.shape[1]
     cdef int64_t p, b, nxt, blk, n_blocks, admitted = 0, n = order.shape[0]
     with nogil:
         if n > 0:
@@ -497,7 +521,7 @@ def scan_buckets(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] facto
             while blk < n_blocks:
                 blk = K.scan_admit(&codes[first_blocks[b], 0, 0], &factors[first_blocks[b], 0, 0],
                                    &slots[first_blocks[b] * BLOCK], sizes[b], blk, n_words,
-                                   &planes[0, 0], &c, &t)
+                                   &tv[0], &c, &t)
                 if t.m >= t.cap:
                     admitted += t.m
                     t.m = 0

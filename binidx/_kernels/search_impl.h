@@ -1,5 +1,5 @@
 // The search path of binidx for a batch of queries, one query per OpenMP task:
-//   coarse probe selection -> per-bucket 4-bit query quantisation -> code scan
+//   coarse probe selection -> per-bucket 5-bit query quantisation -> code scan
 //   (simd_kernels.h) -> select the n_rerank best estimates -> exact float rerank -> top k.
 // Queries are independent, so results never depend on the number of threads.
 #pragma once
@@ -180,7 +180,7 @@ struct QueryState {
     std::vector<int32_t> probes;     // buckets to scan, nearest first
     std::vector<float> probe_keys;   // their coarse keys: ||q - c||^2 (l2) or -<q, c> (ip)
     std::vector<float> qrot;         // P q
-    std::vector<uint64_t> planes;    // ip: P q quantised once per query
+    std::vector<uint64_t> table;     // ip: P q quantised once per query, as a scan table
     ScanConsts consts{};             // ip: its constants
     std::vector<Candidate> cands;    // the candidate buffer (cap + BLOCK entries)
     AdmitTarget admit{};
@@ -192,7 +192,8 @@ struct QueryState {
 struct Workspace {
     std::vector<Candidate> coarse;  // (coarse key, bucket)
     std::vector<float> dots, w;
-    std::vector<uint64_t> planes;   // l2: planes of the (query, bucket) pair being scanned
+    std::vector<int8_t> levels;     // the quantised query side being packed
+    std::vector<uint64_t> table;    // l2: scan table of the (query, bucket) pair being scanned
     std::vector<Result> results;
     SelectScratch select;           // select_smallest's
     QueryState one;                 // search_one's query
@@ -208,7 +209,8 @@ struct Workspace {
         coarse.resize((size_t)v.n_lists);
         dots.resize((size_t)v.n_lists);
         w.resize((size_t)v.n_bits);
-        planes.resize(4 * (size_t)v.n_words);
+        levels.resize((size_t)v.n_bits);
+        table.resize(TABLE_WORDS * (size_t)v.n_words);
     }
 };
 
@@ -319,9 +321,9 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
     BINIDX_PROF_START(rotate);
     if (!l2) {
         // Inner product: the estimate uses P q itself, quantised once per query.
-        s.planes.resize(4 * (size_t)v.n_words);
-        K.quantize(s.qrot.data(), nullptr, ws.w.data(), v.n_bits, v.n_words, s.planes.data(),
-                   &s.consts);
+        s.table.resize(TABLE_WORDS * (size_t)v.n_words);
+        K.quantize(s.qrot.data(), nullptr, ws.w.data(), v.n_bits, ws.levels.data(), &s.consts);
+        K.pack(ws.levels.data(), v.n_words, s.table.data(), &s.consts);
         s.consts.alpha = -1.0f;
         s.consts.gamma = 0.0f;
     }
@@ -407,13 +409,14 @@ static void scan_probe(const IndexView& v, const Kernels& K, QueryState& s, int6
     BINIDX_PROF_COUNT(PROF_PAIRS, 1);
     BINIDX_PROF_COUNT(PROF_CODES, size);
     ScanConsts consts = s.consts;
-    const uint64_t* planes = s.planes.data();
+    const uint64_t* table = s.table.data();
     BINIDX_PROF_START(quantize);
     if (v.metric == METRIC_L2) {
         // The residual to the bucket's centroid, quantised per (query, bucket).
         K.quantize(s.qrot.data(), v.centroids_rot + (int64_t)b * v.n_bits, ws.w.data(), v.n_bits,
-                   v.n_words, ws.planes.data(), &consts);
-        planes = ws.planes.data();
+                   ws.levels.data(), &consts);
+        K.pack(ws.levels.data(), v.n_words, ws.table.data(), &consts);
+        table = ws.table.data();
         consts.alpha = -2.0f;
         consts.gamma = 1.0f;
     }
@@ -427,7 +430,7 @@ static void scan_probe(const IndexView& v, const Kernels& K, QueryState& s, int6
     for (int64_t blk = 0; blk < n_blocks;) {
         BINIDX_PROF_START(scan);
         [[maybe_unused]] const int64_t m0 = s.admit.m;
-        blk = K.scan_admit(v.codes[b], v.factors[b], v.slots[b], size, blk, v.n_words, planes,
+        blk = K.scan_admit(v.codes[b], v.factors[b], v.slots[b], size, blk, v.n_words, table,
                            &consts, &s.admit);
         BINIDX_PROF_COUNT(PROF_ADMITTED, s.admit.m - m0);
         BINIDX_PROF_STOP(scan, PROF_SCAN);

@@ -106,6 +106,7 @@ static const int SELECT_BINS_LOG = 10;
 struct SelectScratch {
     std::vector<Candidate> tmp;
     uint32_t hist[1 << SELECT_BINS_LOG];
+    std::vector<int32_t> mins, work;  // the probe selection's (select_probes_*)
 };
 
 // Rearrange a[0, m) so that a[0, k) hold its k smallest entries, in no particular order,
@@ -171,6 +172,235 @@ static void select_smallest(Candidate* a, int64_t m, int64_t k, SelectScratch& s
     else
         std::iter_swap(std::max_element(a, a + m), a + (m - 1));
 }
+
+// ---------------------------------------------------------------------------------------
+// Coarse probe selection: the np smallest (key, bucket) pairs among all n_lists centroids,
+// in order.  The old way (a Candidate per centroid, select_smallest, a sort of the np kept)
+// spent ~3 ns per centroid, 6.8 us per sift-1m query (48 of 2,048), in its passes over
+// 64-bit candidates (make, min/max, histogram, partition).  Here a threshold T that
+// at least np keys reach is found first from the minima of small groups of keys, and only
+// the few keys <= T become Candidates:
+//   1. group the keys (g consecutive 16-key vectors, one group per lane) and take each
+//      group's minimum: ~6 np groups.  Each group whose minimum is <= T holds a key <= T,
+//      so T = the np-th smallest group minimum has at least np keys <= T;
+//   2. find such a T by a binary search over the group minima (int32 compares, branch-free
+//      counts); any T that counts np to np + np / 8 + 4 minima is taken;
+//   3. compress the indexes of the keys <= T (AVX-512: vpcompressd), make them Candidates,
+//      sort them and keep the first np.
+// Exact: every key < the np-th smallest is <= T, ties at T are all kept, and the
+// Candidates (unique: the bucket breaks ties) are sorted as before, so the probes and their
+// order are those of a full sort.  A NaN key (ip only; l2 keys are clamped at 0) or a
+// selection of a large share of the centroids falls back to the old way.
+
+// Signed image of a key's order: x < y iff mono_key(x) < mono_key(y) for non-NaN floats
+// (order_bits with its top bit flipped), so that the compares vectorise as int32.
+static inline __attribute__((always_inline)) int32_t mono_key(float x) {
+    return (int32_t)(order_bits(x) ^ 0x80000000u);
+}
+
+// Groups per probe in step 1: more groups cost more in step 2, fewer leave more survivors.
+static const int64_t PROBE_GROUPS_PER_PROBE = 6;
+// Below this many centroids per probe the grouping cannot leave few survivors.
+static const int64_t PROBE_MIN_LISTS_PER_PROBE = 4;
+
+// Keys per group (in 16-key vectors), or 0 when the old way is used.
+static inline int64_t probe_group_vectors(int64_t n, int64_t np) {
+    if (np <= 0 || n < 64 || n < PROBE_MIN_LISTS_PER_PROBE * np) return 0;
+    const int64_t g = n / (PROBE_GROUPS_PER_PROBE * np);
+    return g < 1 ? 1 : (g > 16 ? 16 : g);
+}
+
+// Step 2: a T with np <= count(mins <= T) (and at most np + np / 8 + 4 when the binary
+// search stops early); needs m >= np.
+static inline __attribute__((always_inline)) int32_t probe_threshold(const int32_t* mins,
+                                                                     int64_t m, int64_t np) {
+    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    for (int64_t i = 0; i < m; ++i) {
+        lo = mins[i] < lo ? mins[i] : lo;
+        hi = mins[i] > hi ? mins[i] : hi;
+    }
+    const int64_t enough = np + np / 8 + 4;
+    while (lo < hi) {
+        const int32_t mid = (int32_t)(((int64_t)lo + (int64_t)hi) >> 1);
+        int32_t c = 0;
+        for (int64_t i = 0; i < m; ++i) c += mins[i] <= mid;
+        if (c >= np) {
+            hi = mid;
+            if (c <= enough) break;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return hi;
+}
+
+// Step 3's end: out[0, m) (m >= np) sorted, the first np kept.
+static inline void finish_probes(Candidate* out, int64_t m, int64_t np, SelectScratch& s) {
+    if (m > 2 * np) select_smallest(out, m, np, s);
+    std::sort(out, out + (m > 2 * np ? np : m));
+}
+
+// The old way, for the cases the grouping does not suit.
+static void select_probes_full(const float* keys, int64_t n, int64_t np, Candidate* out,
+                               SelectScratch& s) {
+    for (int64_t c = 0; c < n; ++c) out[c] = make_candidate(keys[c], (int32_t)c);
+    if (np > 0) select_smallest(out, n, np, s);
+    std::sort(out, out + np);
+}
+
+// Steps 1-3 in portable code (the compiler vectorises steps 1 and 2).  keys: (n,).
+static void select_probes_generic(const float* keys, int64_t n, int64_t np, Candidate* out,
+                                  SelectScratch& s) {
+    const int64_t g = probe_group_vectors(n, np);
+    if (g == 0) return select_probes_full(keys, n, np, out, s);
+    const int64_t full = n / 16;  // whole 16-key vectors; the rest are groups of one
+    s.work.resize((size_t)n);
+    s.mins.resize((size_t)(16 * ((full + g - 1) / g) + 16));
+    int32_t* mono = s.work.data();
+    int32_t* mins = s.mins.data();
+    bool nan = false;
+    for (int64_t c = 0; c < n; ++c) {
+        mono[c] = mono_key(keys[c]);
+        nan |= keys[c] != keys[c];
+    }
+    if (nan) return select_probes_full(keys, n, np, out, s);
+    int64_t m = 0;
+    for (int64_t v0 = 0; v0 < full; v0 += g, m += 16) {
+        int32_t lane[16];
+        for (int l = 0; l < 16; ++l) lane[l] = INT32_MAX;
+        for (int64_t v = v0; v < std::min(full, v0 + g); ++v)
+            for (int l = 0; l < 16; ++l)
+                lane[l] = mono[v * 16 + l] < lane[l] ? mono[v * 16 + l] : lane[l];
+        std::memcpy(mins + m, lane, sizeof(lane));
+    }
+    for (int64_t c = full * 16; c < n; ++c) mins[m++] = mono[c];
+    if (m < np) return select_probes_full(keys, n, np, out, s);
+    const int32_t t = probe_threshold(mins, m, np);
+    // The keys <= t, 64 at a time as a bit mask, then its set bits: one mispredicted
+    // branch per word and per survivor rather than one per key.
+    int64_t kept = 0;
+    for (int64_t c0 = 0; c0 < n; c0 += 64) {
+        uint64_t bits = 0;
+        int64_t c = c0;
+#ifdef BINIDX_X86
+        const __m128i tt = _mm_set1_epi32(t);
+        for (; c + 4 <= std::min(n, c0 + 64); c += 4) {
+            const __m128i gt = _mm_cmpgt_epi32(_mm_loadu_si128((const __m128i*)(mono + c)), tt);
+            bits |= (uint64_t)(~_mm_movemask_ps(_mm_castsi128_ps(gt)) & 15) << (c - c0);
+        }
+#endif
+        for (; c < std::min(n, c0 + 64); ++c) bits |= (uint64_t)(mono[c] <= t) << (c - c0);
+        for (; bits != 0; bits &= bits - 1) {
+            const int64_t k = c0 + __builtin_ctzll(bits);
+            out[kept++] = make_candidate(keys[k], (int32_t)k);
+        }
+    }
+    finish_probes(out, kept, np, s);
+}
+
+#ifdef BINIDX_X86
+// 16 coarse keys from AVX-512, as start_query's scalar loops compute them: l2
+// max(0, (qnorm + norms) - 2 dots) (norms non-null), ip -dots (the sign bit flipped).
+__attribute__((target(BINIDX_AVX512_TARGET))) static inline __attribute__((always_inline))
+__m512 coarse_keys16(const float* dots, const float* norms, __m512 qnorm, __mmask16 mask) {
+    const __m512 d = _mm512_maskz_loadu_ps(mask, dots);
+    if (norms == nullptr)
+        return _mm512_castsi512_ps(
+            _mm512_xor_si512(_mm512_castps_si512(d), _mm512_set1_epi32(INT32_MIN)));
+    const __m512 t = _mm512_add_ps(qnorm, _mm512_maskz_loadu_ps(mask, norms));
+    return _mm512_max_ps(_mm512_sub_ps(t, _mm512_mul_ps(_mm512_set1_ps(2.0f), d)),
+                         _mm512_setzero_ps());
+}
+
+// mono_key of 16 keys: x + 0 (no -0), then the low 31 bits of negatives flipped.
+__attribute__((target(BINIDX_AVX512_TARGET))) static inline __attribute__((always_inline))
+__m512i mono_key16(__m512 k) {
+    const __m512i u = _mm512_castps_si512(_mm512_add_ps(k, _mm512_setzero_ps()));
+    return _mm512_xor_si512(u, _mm512_and_si512(_mm512_srai_epi32(u, 31),
+                                                _mm512_set1_epi32(INT32_MAX)));
+}
+
+// Steps 1-3 with AVX-512, the keys computed in step 1's pass.  norms: the centroids'
+// squared norms for l2, null for ip.  Writes the keys to keys[0, n) (may alias dots).
+__attribute__((target(BINIDX_AVX512_TARGET))) static void select_probes_avx512(
+        const float* dots, const float* norms, float qnorm, int64_t n, int64_t np,
+        float* keys, Candidate* out, SelectScratch& s) {
+    const int64_t g = probe_group_vectors(n, np);
+    const int64_t full = n / 16, rest = n - full * 16;
+    const __mmask16 tail = (__mmask16)((1u << rest) - 1);
+    const __m512 qn = _mm512_set1_ps(qnorm);
+    if (g == 0) {
+        for (int64_t c = 0; c < full * 16; c += 16)
+            _mm512_storeu_ps(keys + c, coarse_keys16(dots + c, norms ? norms + c : nullptr, qn,
+                                                     (__mmask16)0xFFFF));
+        if (rest > 0)
+            _mm512_mask_storeu_ps(keys + full * 16, tail,
+                                  coarse_keys16(dots + full * 16,
+                                                norms ? norms + full * 16 : nullptr, qn, tail));
+        return select_probes_full(keys, n, np, out, s);
+    }
+    s.mins.resize((size_t)(16 * ((full + g - 1) / g) + 16));
+    int32_t* mins = s.mins.data();
+    __mmask16 nan = 0;
+    int64_t m = 0;
+    for (int64_t v0 = 0; v0 < full; v0 += g, m += 16) {
+        __m512i lane = _mm512_set1_epi32(INT32_MAX);
+        const int64_t v1 = std::min(full, v0 + g);
+        for (int64_t c = v0 * 16; c < v1 * 16; c += 16) {
+            const __m512 k = coarse_keys16(dots + c, norms ? norms + c : nullptr, qn,
+                                           (__mmask16)0xFFFF);
+            _mm512_storeu_ps(keys + c, k);
+            nan |= _mm512_cmp_ps_mask(k, k, _CMP_UNORD_Q);
+            lane = _mm512_min_epi32(lane, mono_key16(k));
+        }
+        _mm512_storeu_si512(mins + m, lane);
+    }
+    if (rest > 0) {
+        // The last keys, each its own group.
+        const __m512 k = coarse_keys16(dots + full * 16, norms ? norms + full * 16 : nullptr,
+                                       qn, tail);
+        _mm512_mask_storeu_ps(keys + full * 16, tail, k);
+        nan |= _mm512_mask_cmp_ps_mask(tail, k, k, _CMP_UNORD_Q);
+        _mm512_mask_storeu_epi32(mins + m, tail, mono_key16(k));
+        m += rest;
+    }
+    if (nan || m < np) return select_probes_full(keys, n, np, out, s);
+    const int32_t t = probe_threshold(mins, m, np);
+    s.work.resize((size_t)n + 16);  // the kept indexes
+    int32_t* idx = s.work.data();
+    const __m512i tt = _mm512_set1_epi32(t), step = _mm512_set1_epi32(16);
+    __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int64_t kept = 0;
+    for (int64_t c = 0; c < n; c += 16, iota = _mm512_add_epi32(iota, step)) {
+        const __mmask16 valid = c + 16 <= n ? (__mmask16)0xFFFF : tail;
+        const __mmask16 le = _mm512_mask_cmple_epi32_mask(
+            valid, mono_key16(_mm512_maskz_loadu_ps(valid, keys + c)), tt);
+        // Compressed in a register and stored whole: a compressing store to memory is
+        // microcoded on AMD cores.
+        _mm512_storeu_si512(idx + kept, _mm512_maskz_compress_epi32(le, iota));
+        kept += __builtin_popcount((unsigned)le);
+    }
+    if (kept > 4 * np) {  // (many equal keys)
+        for (int64_t i = 0; i < kept; ++i) out[i] = make_candidate(keys[idx[i]], idx[i]);
+        return finish_probes(out, kept, np, s);
+    }
+    // Sorted by rank: each survivor's rank is the number of survivors below it (they are
+    // distinct), counted 8 at a time; branch-free, where std::sort's compares of random
+    // keys mispredict (~1 us for 50 survivors).
+    if ((int64_t)s.tmp.size() < kept + 8) s.tmp.resize((size_t)kept + 8);
+    Candidate* c = s.tmp.data();
+    for (int64_t i = 0; i < kept; ++i) c[i] = make_candidate(keys[idx[i]], idx[i]);
+    for (int64_t i = kept; i < kept + 8; ++i) c[i] = UINT64_MAX;  // never below a survivor
+    for (int64_t i = 0; i < kept; ++i) {
+        const __m512i ci = _mm512_set1_epi64((long long)c[i]);
+        int64_t rank = 0;
+        for (int64_t j = 0; j < kept; j += 8)
+            rank += __builtin_popcount(
+                (unsigned)_mm512_cmplt_epu64_mask(_mm512_loadu_si512(c + j), ci));
+        if (rank < np) out[rank] = c[i];
+    }
+}
+#endif
 
 // The state of one query between its phases: what the scan of its buckets needs, and
 // its candidate buffer.  search_one keeps one; the shared-pass batch keeps one per query
@@ -290,26 +520,32 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
         dots = ws.dots.data();
     }
     BINIDX_PROF_START(coarse_sel);
-    // The np best (key, bucket) pairs: all keys, then select_smallest and a sort of the np
-    // kept.  Keys are unique (the bucket breaks ties), so the probes and their order are
-    // those of a full sort.  (A threshold buffer refreshed by nth_element, or a bounded
-    // heap, spend most of their time in mispredicted branches: on real sift-1m keys, 48
-    // of 2,182 centroids, 10.7 us per query for the buffer against 6.6 us here.)
+    // The np best (key, bucket) pairs, nearest first (select_probes_*, above).  Keys are
+    // unique (the bucket breaks ties), so the probes and their order are those of a full
+    // sort.  (A threshold buffer refreshed by nth_element, or a bounded heap, spend most of
+    // their time in mispredicted branches: on real sift-1m keys, 48 of 2,182 centroids,
+    // 10.7 us per query for the buffer against 6.6 us for a radix select of all of them.)
     const float qnorm = l2 ? K.dot(q, q, dim) : 0.0f;
     const int64_t np = std::min<int64_t>(n_probe, v.n_lists);
     Candidate* buf = ws.coarse.data();
-    // Keys first, in a loop that vectorises.
-    float* keys = ws.dots.data();
-    if (l2) {
-        const float* norms = v.centroid_norms;
-        for (int64_t c = 0; c < v.n_lists; ++c)
-            keys[c] = std::max(0.0f, qnorm + norms[c] - 2.0f * dots[c]);
-    } else {
-        for (int64_t c = 0; c < v.n_lists; ++c) keys[c] = -dots[c];
+    float* keys = ws.dots.data();  // the keys replace the products (or are written there)
+#ifdef BINIDX_X86
+    if (K.matvec_t == matvec_t_avx512) {
+        select_probes_avx512(dots, l2 ? v.centroid_norms : nullptr, qnorm, v.n_lists, np, keys,
+                             buf, ws.select);
+    } else
+#endif
+    {
+        // Keys first, in a loop that vectorises.
+        if (l2) {
+            const float* norms = v.centroid_norms;
+            for (int64_t c = 0; c < v.n_lists; ++c)
+                keys[c] = std::max(0.0f, qnorm + norms[c] - 2.0f * dots[c]);
+        } else {
+            for (int64_t c = 0; c < v.n_lists; ++c) keys[c] = -dots[c];
+        }
+        select_probes_generic(keys, v.n_lists, np, buf, ws.select);
     }
-    for (int64_t c = 0; c < v.n_lists; ++c) buf[c] = make_candidate(keys[c], (int32_t)c);
-    if (np > 0) select_smallest(buf, v.n_lists, np, ws.select);
-    std::sort(buf, buf + np);
     s.probes.resize((size_t)np);
     s.probe_keys.resize((size_t)np);
     for (int64_t p = 0; p < np; ++p) {

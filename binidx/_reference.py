@@ -251,32 +251,16 @@ def matvec_t_reference(at: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------- whole search
 def _select(keys: np.ndarray, slots: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
-    """The kernels' candidate selection, reproduced exactly (ties included).
+    """The kernels' candidate selection: the ``keep`` best estimates by (key, slot).
 
-    Estimates arrive in scan order into a buffer of ``2 * keep`` entries; an estimate is
-    admitted only when it is strictly below the threshold; when the buffer is full it is
-    cut to its ``keep`` best by (key, slot) and the threshold becomes the largest kept
-    key.  At the end the ``keep`` best by (key, slot) remain.
+    The kernels fill a buffer, cut it to its ``keep`` best by (key, slot) when it is full
+    and then admit only estimates at or below the worst kept key.  Because ties at the
+    threshold are admitted, a rejected estimate is strictly worse than ``keep`` others, so
+    whatever the order of the scan and the moments of the cuts the result is the global
+    ``keep`` best by (key, slot), which is what this returns.
     """
-    cap = 2 * keep
-    buf_k = np.empty(0, dtype=_F32)
-    buf_s = np.empty(0, dtype=np.int64)
-    threshold = _F32(np.inf)
-    pos, n = 0, keys.shape[0]
-    while pos < n:
-        admitted = np.flatnonzero(keys[pos:] < threshold) + pos
-        room = cap - buf_k.shape[0]
-        take = admitted[:room]
-        buf_k = np.concatenate([buf_k, keys[take]])
-        buf_s = np.concatenate([buf_s, slots[take]])
-        if take.shape[0] < room:
-            break
-        pos = int(take[-1]) + 1
-        best = np.lexsort((buf_s, buf_k))[:keep]
-        buf_k, buf_s = buf_k[best], buf_s[best]
-        threshold = buf_k.max()
-    best = np.lexsort((buf_s, buf_k))[:keep]
-    return buf_k[best], buf_s[best]
+    best = np.lexsort((slots, keys))[:keep]
+    return keys[best], slots[best]
 
 
 def _bucket_rows(buckets: Any, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -323,6 +323,25 @@ def test_search_matches_reference(kernel_path, metric, dim, n_bits):
         assert np.array_equal(got.distances, want[0]), (n_probe, n_rerank, k)
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_search_with_ties_matches_reference(kernel_path, metric):
+    """Ties everywhere: 10 lattice points repeated 30 times (equal estimates and equal
+    distances within a bucket), and for ip the zero query, whose coarse keys and estimates
+    all tie.  Probes are then chosen by bucket number and candidates by slot, for every
+    n_probe from one bucket to all of them (the probe selection's threshold path and its
+    full-sort fallback)."""
+    rng = np.random.default_rng(0)
+    points = rng.integers(-4, 5, size=(10, 32)).astype(np.float32)
+    x = np.repeat(points, 30, axis=0)
+    q = np.vstack([points[:3], np.zeros((1, 32), np.float32) if metric == "ip" else points[3:4]])
+    index = binidx.build(x, metric=metric, n_bits=64, n_lists=24, seed=1)
+    for n_probe in (1, 2, 5, 6, 12, 24):
+        got = index.search(q, k=10, n_probe=n_probe, n_rerank=10)
+        want = ref.search_reference(index, q, 10, n_probe, 10)
+        assert np.array_equal(got.ids, want[1]), n_probe
+        assert np.array_equal(got.distances, want[0]), n_probe
+
+
 def test_search_matches_reference_on_sift(kernel_path, sift, sift_index):
     q = sift.queries[:8]
     for n_probe, n_rerank in ((4, 10), (20, 50)):

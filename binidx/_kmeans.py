@@ -12,12 +12,14 @@ import numpy as np
 from . import _blas
 from .errors import InvalidInputError
 
-# Training sample: this many points per centroid at most.  FAISS samples up to 256 and
-# warns below 39; 40 keeps the training cost (n_sample x n_lists distances per Lloyd
-# iteration, the build's largest term) low enough for a 1M-vector build to take about a
-# minute on 2 cores.  k-means++ seeds from a sub-sample of SEED_POINTS_PER_CENTROID points
-# per centroid.
-TRAIN_POINTS_PER_CENTROID = 40
+# Training sample: this many points per centroid at most.  FAISS samples up to 256.  The
+# sample sets how good the partition is, and so how many lists a search must probe for a
+# given recall: on sift-1m (2,048 lists) the share of true neighbours in the 40 nearest
+# lists rose from 0.959 (40 points per centroid) to 0.966 (128); 256 gave 0.967.  At 128,
+# 40 probes reach what 48 did, a 10% faster search at recall 0.95, for ~20 s more of a
+# 1M-vector build (n_sample x n_lists distances per Lloyd iteration dominate it).
+# k-means++ seeds from a sub-sample of SEED_POINTS_PER_CENTROID points per centroid.
+TRAIN_POINTS_PER_CENTROID = 128
 SEED_POINTS_PER_CENTROID = 4
 DEFAULT_N_ITER = 10
 # Rows per block of the point-to-centroid distance matrix: about 32 MB of float32 at any

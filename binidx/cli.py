@@ -431,7 +431,7 @@ def _cmd_build(args: argparse.Namespace, out: _Output) -> int:
         raise UsageError(_one_line(exc)) from None
     # k-means only looks at this many points; picking them here means only they are read
     # into memory for training (Index.train would otherwise convert the whole input).
-    n_train = min(info.n, n_lists * _kmeans.TRAIN_POINTS_PER_CENTROID)
+    n_train = _kmeans.training_sample_size(info.n, n_lists)
     with _thread_limit(args.threads):
         sample, rows = _training_sample(args.vectors, info.n, n_train, args.seed, out)
         out.note(f"training {n_lists} lists on {sample.shape[0]:,} vectors ...")

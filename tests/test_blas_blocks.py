@@ -36,3 +36,30 @@ def test_run_blocks_covers_every_start_once_and_reraises():
 
     with pytest.raises(ValueError, match="block 7 failed"):
         _blas.run_blocks(fail, range(10), n_threads=2)
+
+
+@pytest.mark.parametrize("n,n_lists,want", [
+    (1_000_000, 1024, 1024 * _kmeans.TRAIN_POINTS_PER_CENTROID),  # per-list bound
+    (1_000_000, 4096, _kmeans.TRAIN_SAMPLE_MAX),                   # total cap
+    (10_000_000, 16384, 16384 * _kmeans.TRAIN_POINTS_MIN),         # floor per list
+    (5_000, 100, 5_000),                                           # all the data
+])
+def test_training_sample_size_bounds(n, n_lists, want):
+    assert _kmeans.training_sample_size(n, n_lists) == want
+
+
+def test_kmeans_trains_on_the_capped_sample(monkeypatch):
+    """train_kmeans draws exactly training_sample_size points (the cap reaches it)."""
+    monkeypatch.setattr(_kmeans, "TRAIN_SAMPLE_MAX", 600)
+    monkeypatch.setattr(_kmeans, "TRAIN_POINTS_MIN", 10)
+    seen = []
+    real_assign = _kmeans.assign
+
+    def spy(x, centers, *args):
+        seen.append(x.shape[0])
+        return real_assign(x, centers, *args)
+
+    monkeypatch.setattr(_kmeans, "assign", spy)
+    x = np.random.default_rng(1).standard_normal((5000, 8)).astype(np.float32)
+    _kmeans.train_kmeans(x, 20, np.random.default_rng(2), n_iter=2)
+    assert seen and set(seen) == {600}

@@ -130,8 +130,8 @@ def test_build_summary_and_same_seed_same_file(files, tmp_path):
     assert summary["vectors"] == len(files["base_array"])
     # N_LISTS trained; balancing may split a few oversized buckets after the add.
     assert N_LISTS <= summary["n_lists"] <= N_LISTS + 4 and summary["metric"] == "l2"
-    per_list = _kmeans.TRAIN_POINTS_PER_CENTROID
-    assert summary["train_vectors"] == min(len(files["base_array"]), N_LISTS * per_list)
+    assert summary["train_vectors"] == _kmeans.training_sample_size(len(files["base_array"]),
+                                                                     N_LISTS)
     assert (tmp_path / "a.binidx").read_bytes() == Path(files["index"]).read_bytes()
 
 

@@ -15,15 +15,19 @@ from .errors import InvalidInputError
 # Training sample: this many points per centroid at most.  FAISS samples up to 256.  The
 # sample sets how good the partition is, and so how many lists a search must probe for a
 # given recall: on sift-1m (2,048 lists) the share of true neighbours in the 40 nearest
-# lists rose from 0.959 (40 points per centroid) to 0.966 (128); 256 gave 0.967.  At 128,
-# 40 probes reach what 48 did, a 10% faster search at recall 0.95.  Lloyd iterations cost
+# lists is 0.959 with 40 points per centroid, 0.964 with 64, 0.966 with 128, 0.967 with
+# 256.  More than 64 costs the churn criteria of issue 4, though: fresh builds get better
+# than an index kept up to date by splits and merges can follow.  On dev-text in cluster
+# order (docs/benchmarks.md, churn runbook) the mean / worst gap to a same-set rebuild was
+# -0.82 / -1.49 points at 40, -0.80 / -1.73 at 64, -1.12 / -2.00 at 96 and -1.27 / -2.06
+# at 128 (bounds -1 / -2); dev-sift -0.29 / -0.73 at 64.  Lloyd iterations cost
 # n_sample x n_lists distances each, so the sample is also capped in total, at
 # TRAIN_SAMPLE_MAX (128 x 2,048), except that every list keeps at least
 # TRAIN_POINTS_MIN: a 1M-vector build at the default ~4,000 lists trained on 128 per list
-# took 48 s against hnswlib's 200 s; on 64 per list 35 s, for recall 0.952 instead of
-# 0.956 at n_probe 56, n_rerank 120.  k-means++ seeds from a sub-sample of
+# took 48 s against hnswlib's 200 s, on 64 per list 35 s (the cap then binds beyond 4,096
+# lists).  k-means++ seeds from a sub-sample of
 # SEED_POINTS_PER_CENTROID points per centroid.
-TRAIN_POINTS_PER_CENTROID = 128
+TRAIN_POINTS_PER_CENTROID = 64
 TRAIN_SAMPLE_MAX = 128 * 2048
 TRAIN_POINTS_MIN = 40
 SEED_POINTS_PER_CENTROID = 4
@@ -58,8 +62,8 @@ def training_sample_size(n: int, n_clusters: int) -> int:
     Up to ``TRAIN_POINTS_PER_CENTROID`` per centroid and ``TRAIN_SAMPLE_MAX`` in all, but
     never fewer than ``TRAIN_POINTS_MIN`` per centroid (nor more than ``n``).
 
-    >>> training_sample_size(1_000_000, 2048), training_sample_size(1_000_000, 4096)
-    (262144, 262144)
+    >>> training_sample_size(1_000_000, 2048), training_sample_size(1_000_000, 8192)
+    (131072, 327680)
     >>> training_sample_size(1_000_000, 16384), training_sample_size(5_000, 100)
     (655360, 5000)
     """

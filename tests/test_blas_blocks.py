@@ -40,7 +40,7 @@ def test_run_blocks_covers_every_start_once_and_reraises():
 
 @pytest.mark.parametrize("n,n_lists,want", [
     (1_000_000, 1024, 1024 * _kmeans.TRAIN_POINTS_PER_CENTROID),  # per-list bound
-    (1_000_000, 4096, _kmeans.TRAIN_SAMPLE_MAX),                   # total cap
+    (1_000_000, 6000, _kmeans.TRAIN_SAMPLE_MAX),                   # total cap
     (10_000_000, 16384, 16384 * _kmeans.TRAIN_POINTS_MIN),         # floor per list
     (5_000, 100, 5_000),                                           # all the data
 ])

@@ -128,7 +128,9 @@ def test_reopen_replays_the_log_exactly(tmp_path: Path, metric: str) -> None:
 
 def test_index_protocol(tmp_path: Path) -> None:
     x = mixture(300, 8, seed=3)
-    with binidx.open(tmp_path / "db", binidx.build(x, n_lists=4), sync="never") as db:
+    index = binidx.build(x, n_lists=4)
+    n_lists = index.n_lists  # 4 trained, more if balancing split an oversized bucket
+    with binidx.open(tmp_path / "db", index, sync="never") as db:
         assert db.add(x[:2] + 1).tolist() == [300, 301]     # default ids as Index.add
         assert 301 in db and 302 not in db and "301" not in db
         assert db.upsert(x[:1] * 2, [0]).tolist() == [0]
@@ -136,7 +138,7 @@ def test_index_protocol(tmp_path: Path) -> None:
         assert db.remove([1, 2, 10_000], missing="ignore") == 2
         assert db.remove([], missing="ignore") == 0
         assert len(db) == 300 and db.ids()[-1] == 301
-        assert db.n_bits == 64 and db.n_lists == 4 and db.sync == "never"
+        assert db.n_bits == 64 and db.n_lists == n_lists >= 4 and db.sync == "never"
         assert db.last_seq == 3  # the empty remove was not logged
         d, i = db.search(x[5], k=1)
         assert d.shape == (1, 1) and i[0, 0] == 5

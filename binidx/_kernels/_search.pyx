@@ -147,7 +147,7 @@ def active_path():
 
 
 def kernel_name():
-    """Descriptive name of the kernels in use (e.g. ``"avx512-vpopcntdq"``)."""
+    """Descriptive name of the kernels in use (e.g. ``"avx512-vbmi"``)."""
     return kernels_for_path(_active_path).name.decode()
 
 

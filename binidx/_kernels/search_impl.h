@@ -193,12 +193,6 @@ static void select_smallest(Candidate* a, int64_t m, int64_t k, SelectScratch& s
 // order are those of a full sort.  A NaN key (ip only; l2 keys are clamped at 0) or a
 // selection of a large share of the centroids falls back to the old way.
 
-// Signed image of a key's order: x < y iff mono_key(x) < mono_key(y) for non-NaN floats
-// (order_bits with its top bit flipped), so that the compares vectorise as int32.
-static inline __attribute__((always_inline)) int32_t mono_key(float x) {
-    return (int32_t)(order_bits(x) ^ 0x80000000u);
-}
-
 // Groups per probe in step 1: more groups cost more in step 2, fewer leave more survivors.
 static const int64_t PROBE_GROUPS_PER_PROBE = 6;
 // Below this many centroids per probe the grouping cannot leave few survivors.
@@ -260,7 +254,9 @@ static inline __attribute__((always_inline)) void select_probes_body(
     s.mins.resize((size_t)(16 * ((full + g - 1) / g) + 16));
     int32_t* mono = s.work.data();
     int32_t* mins = s.mins.data();
-    // mono_key, and NaN tests as integer compares, in a loop that vectorises.
+    // The keys' signed order images (order_bits with its top bit flipped: x < y iff
+    // mono[x] < mono[y] for non-NaN floats, so compares vectorise as int32), and NaN
+    // tests as integer compares, in a loop that vectorises.
     uint32_t nan = 0;
     for (int64_t c = 0; c < n; ++c) {
         const float x = keys[c] + 0.0f;
@@ -348,7 +344,8 @@ __m512 coarse_keys16(const float* dots, const float* norms, __m512 qnorm, __mmas
                          _mm512_setzero_ps());
 }
 
-// mono_key of 16 keys: x + 0 (no -0), then the low 31 bits of negatives flipped.
+// The signed order images of 16 keys (as select_probes_body's): x + 0 (no -0), then the
+// low 31 bits of negatives flipped.
 __attribute__((target(BINIDX_AVX512_TARGET))) static inline __attribute__((always_inline))
 __m512i mono_key16(__m512 k) {
     const __m512i u = _mm512_castps_si512(_mm512_add_ps(k, _mm512_setzero_ps()));
@@ -577,7 +574,7 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
     Candidate* buf = ws.coarse.data();
     float* keys = ws.dots.data();  // the keys replace the products (or are written there)
 #ifdef BINIDX_X86
-    if (K.matvec_t == matvec_t_avx512) {
+    if (K.path == PATH_AVX512) {
         select_probes_avx512(dots, l2 ? v.centroid_norms : nullptr, qnorm, v.n_lists, np, keys,
                              buf, ws.select);
     } else
@@ -592,7 +589,7 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
             for (int64_t c = 0; c < v.n_lists; ++c) keys[c] = -dots[c];
         }
 #ifdef BINIDX_X86
-        if (K.matvec_t == matvec_t_avx2)
+        if (K.path == PATH_AVX2)
             select_probes_avx2(keys, v.n_lists, np, buf, ws.select);
         else
 #endif

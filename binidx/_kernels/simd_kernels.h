@@ -1,4 +1,5 @@
-// Per-CPU kernels of binidx: code scan (AND + popcount estimator) and float distances.
+// Per-CPU kernels of binidx: code scan (RaBitQ-style estimator, by byte look-up tables or
+// AND + popcount) and float distances.
 //
 // Each kernel body is written once as an always-inline function and instantiated in a
 // few thin wrappers compiled for different instruction sets with
@@ -117,7 +118,11 @@ typedef void (*matmat_fn)(const float* at, const float* q, int64_t m, int64_t di
 typedef void (*matrows_fn)(const float* a, const float* q, int64_t m, int64_t dim, int64_t n,
                            float* out);
 
+// The kernel paths, best last (the index of each in _search.pyx's PATH_NAMES).
+enum KernelPath { PATH_GENERIC = 0, PATH_AVX2 = 1, PATH_AVX512 = 2 };
+
 struct Kernels {
+    int path;                  // the KernelPath these kernels were compiled for
     scan_fn scan;              // every estimate of a bucket (tests, micro-benchmarks)
     scan_admit_fn scan_admit;  // the search's scan: only the admitted candidates
     quantize_fn quantize;      // the query side's levels
@@ -531,8 +536,7 @@ __attribute__((target("avx2,bmi2"))) static void pack_avx2(const int8_t* levels,
 // bytes.  Per block and word that is 8 instructions where the popcount form needs 18
 // (5 ANDs, 6 popcounts, shifts and adds).  The estimator is evaluated 8 lanes at a time
 // with the same float operations, in the same order, as finish_estimate (no FMA).
-#define BINIDX_AVX512_TARGET \
-    "popcnt,avx2,avx512f,avx512vl,avx512bw,avx512dq,avx512vpopcntdq,avx512vbmi"
+#define BINIDX_AVX512_TARGET "popcnt,avx2,avx512f,avx512vl,avx512bw,avx512dq,avx512vbmi"
 
 // Look-up table entries carry this offset, so that every entry (offset + a sum of 4
 // levels, in [4, 124]) and every sum of two (<= 248) is an unsigned byte for VPSADBW.
@@ -839,12 +843,10 @@ __attribute__((target("avx2"))) static float gather_sum_avx2(
 // ---------------------------------------------------------------------------------------
 // Run-time selection.
 
-enum KernelPath { PATH_GENERIC = 0, PATH_AVX2 = 1, PATH_AVX512 = 2 };
-
 static inline int best_supported_path() {
 #ifdef BINIDX_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq") &&
+    if (__builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vbmi") &&
         __builtin_cpu_supports("popcnt"))
@@ -858,11 +860,11 @@ static inline int best_supported_path() {
 
 static inline Kernels kernels_for_path(int path) {
 #ifdef BINIDX_X86
-    if (path == PATH_AVX512) return Kernels{scan_avx512, scan_admit_avx512, quantize_avx512, pack_avx512, matvec_t_avx512, matmat_t_avx512, matrows_avx512, l2_avx512, dot_avx512, "avx512-vbmi"};
-    if (path == PATH_AVX2) return Kernels{scan_avx2, scan_admit_avx2, quantize_avx2, pack_avx2, matvec_t_avx2, matmat_t_avx2, matrows_avx2, l2_avx2, dot_avx2, "avx2-popcnt"};
+    if (path == PATH_AVX512) return Kernels{PATH_AVX512, scan_avx512, scan_admit_avx512, quantize_avx512, pack_avx512, matvec_t_avx512, matmat_t_avx512, matrows_avx512, l2_avx512, dot_avx512, "avx512-vbmi"};
+    if (path == PATH_AVX2) return Kernels{PATH_AVX2, scan_avx2, scan_admit_avx2, quantize_avx2, pack_avx2, matvec_t_avx2, matmat_t_avx2, matrows_avx2, l2_avx2, dot_avx2, "avx2-popcnt"};
 #endif
     (void)path;
-    return Kernels{scan_generic, scan_admit_generic, quantize_generic, pack_generic, matvec_t_generic, matmat_t_generic, matrows_generic, l2_generic, dot_generic, "generic"};
+    return Kernels{PATH_GENERIC, scan_generic, scan_admit_generic, quantize_generic, pack_generic, matvec_t_generic, matmat_t_generic, matrows_generic, l2_generic, dot_generic, "generic"};
 }
 
 static inline read_stream_fn read_stream_for_path(int path) {

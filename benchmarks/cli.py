@@ -19,6 +19,14 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _rounds(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 turns the confirm phase off), "
+                                         f"got {value}")
+    return value
+
+
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True,
                    help="folder (base/query/groundtruth), .hdf5 file, base vector file, "
@@ -49,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--single-queries", type=int, help="queries timed one by one")
     run.add_argument("--threads", type=int,
                      help="threads of the all-threads mode (default: all CPUs)")
+    run.add_argument("--confirm-rounds", type=_rounds, metavar="N",
+                     help="interleaved rounds re-measuring each engine's fastest points per "
+                          "recall target after the sweeps (default: the config's "
+                          "confirm.rounds; 0: no confirm phase)")
     run.add_argument("--append", action="store_true",
                      help="append to results.jsonl instead of starting it afresh")
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
@@ -112,6 +124,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     for key in ("k", "repeats", "single_queries"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    if args.confirm_rounds is not None:
+        cfg["confirm"] = {**cfg["confirm"], "rounds": args.confirm_rounds}
     engines = args.engines or list(cfg["engines"])
     out_dir = args.out or os.path.join(RESULTS_DIR, ds.name)
     os.makedirs(out_dir, exist_ok=True)
@@ -124,7 +138,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     started = time.perf_counter()
     with open(results_path, mode, encoding="utf-8") as sink:
         run_sweeps(ds, cfg, engines, sink, all_threads=args.threads, modes=args.modes)
-    log(f"sweeps finished in {time.perf_counter() - started:.0f}s")
+    log(f"sweeps and confirm rounds finished in {time.perf_counter() - started:.0f}s")
     print(_write_reports(results_path, out_dir, plots=not args.no_plot))
     return 0
 

@@ -16,6 +16,10 @@ Sweeps should go from cheap to expensive: with ``stop_at_recall`` set, a query s
 skipped once a cheaper one (every parameter no larger) has reached that recall@10; with
 ``max_batch_s`` set, also once a cheaper one took longer than that for one batched pass
 over the queries.
+
+``confirm`` sets the confirm phase that follows the sweeps (see runner.py): ``rounds``
+interleaved rounds (0 turns it off), recall@10 ``targets``, and ``candidates`` points
+per engine, mode and target.  Missing keys take ``CONFIRM_DEFAULTS``.
 """
 from __future__ import annotations
 
@@ -26,8 +30,10 @@ from typing import Any
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 MODES = ("batch-1t", "batch-all", "single")
+CONFIRM_DEFAULTS: dict[str, Any] = {"rounds": 7, "targets": [0.95, 0.99], "candidates": 2}
 DEFAULTS: dict[str, Any] = {"k": 10, "repeats": 3, "single_queries": 500,
-                            "stop_at_recall": None, "max_batch_s": None, "modes": list(MODES)}
+                            "stop_at_recall": None, "max_batch_s": None, "modes": list(MODES),
+                            "confirm": CONFIRM_DEFAULTS}
 
 
 def expand(grid: Any) -> list[dict]:
@@ -51,7 +57,7 @@ def load_config(path: str) -> dict:
     TypeError
         When the file has no ``engines`` mapping.
     ValueError
-        When a mode is unknown.
+        When a mode is unknown or the ``confirm`` settings are out of range.
     """
     with open(path, encoding="utf-8") as f:
         if path.endswith((".yaml", ".yml")):
@@ -66,7 +72,41 @@ def load_config(path: str) -> dict:
     bad = [m for m in cfg["modes"] if m not in MODES]
     if bad:
         raise ValueError(f"{path}: unknown modes {bad}; use some of {list(MODES)}")
+    cfg["confirm"] = check_confirm({**CONFIRM_DEFAULTS, **(cfg.get("confirm") or {})}, path)
     return cfg
+
+
+def check_confirm(confirm: dict, path: str = "config") -> dict:
+    """Validate the ``confirm`` settings; return them with the targets as floats.
+
+    Raises
+    ------
+    ValueError
+        When a key is unknown, ``rounds`` is negative, ``candidates`` is below 1, or a
+        target is outside (0, 1].
+
+    Examples
+    --------
+    >>> check_confirm({"rounds": 3, "targets": [0.95], "candidates": 1})["rounds"]
+    3
+    """
+    unknown = sorted(set(confirm) - set(CONFIRM_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{path}: unknown confirm keys {unknown}; use some of "
+                         f"{list(CONFIRM_DEFAULTS)}")
+    rounds, candidates = confirm["rounds"], confirm["candidates"]
+    if not isinstance(rounds, int) or rounds < 0:
+        raise ValueError(f"{path}: confirm rounds must be an integer >= 0 (0 turns the "
+                         f"phase off), got {rounds!r}")
+    if not isinstance(candidates, int) or candidates < 1:
+        raise ValueError(f"{path}: confirm candidates must be an integer >= 1, "
+                         f"got {candidates!r}")
+    targets = confirm["targets"]
+    if not isinstance(targets, list) or not targets or not all(
+            isinstance(t, (int, float)) and 0 < t <= 1 for t in targets):
+        raise ValueError(f"{path}: confirm targets must be a non-empty list of recall@10 "
+                         f"levels in (0, 1], e.g. [0.95, 0.99]; got {targets!r}")
+    return {"rounds": rounds, "targets": [float(t) for t in targets], "candidates": candidates}
 
 
 def default_config_path(dataset_name: str) -> str:

@@ -236,7 +236,7 @@ def _confirm_section(results: list[dict], reference: str = "binidx") -> list[str
         clock = "CPU-time QPS" if key == "cpu_qps" else "wall-clock QPS"
         for target in sorted({ln["target"] for ln in conf if ln["mode"] == mode}):
             got = confirmed_ratios(conf, mode, target, reference)
-            out += [f"### {_MODE_TITLES[mode]}, recall@10 >= {target:.2f} ({clock})", "",
+            out += [f"### {_MODE_TITLES[mode]}, recall@10 >= {target:g} ({clock})", "",
                     head, "|---|---|---|---|---|"]
             for engine in sorted(engines, key=lambda e: -got[e]["qps"] if e in got else 0):
                 e = got.get(engine)

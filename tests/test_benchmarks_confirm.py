@@ -346,7 +346,7 @@ def test_run_with_confirm_rounds_end_to_end(tmp_path):
     assert "keeping" in proc.stderr and "confirm: 2 rounds" in proc.stderr
     summary = (out / "summary.md").read_text()
     assert "## Confirmed at equal recall (2 interleaved rounds)" in summary
-    assert "### One query per call, 1 thread, recall@10 >= 0.90 (CPU-time QPS)" in summary
+    assert "### One query per call, 1 thread, recall@10 >= 0.9 (CPU-time QPS)" in summary
     assert "| faiss-ivf | n_lists=16, nprobe=" in summary
     # The summary command reads the same file and writes the same section.
     again = _cli("summary", str(out / "results.jsonl"), "--out", str(tmp_path / "s"),

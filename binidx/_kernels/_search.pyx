@@ -72,6 +72,7 @@ cdef extern from "simd_kernels.h" namespace "binidx":
         const char* name
 
     int BLOCK
+    int ADMIT_SLACK
     int TABLE_WORDS
     ctypedef uint64_t (*read_stream_fn)(const uint64_t*, int64_t) noexcept nogil
     ctypedef float (*gather_sum_fn)(const float*, int64_t, const int32_t*, int64_t,
@@ -362,7 +363,7 @@ def scan_admit(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] factors
     table = np.zeros(TABLE_WORDS * n_words, dtype=np.uint64)
     cdef ScanConsts c = _packed(levels, level_sum, delta, alpha, beta, gamma, n_words, table)
     cdef uint64_t[::1] tv = table
-    cands = np.zeros(cap + BLOCK, dtype=np.uint64)
+    cands = np.zeros(cap + ADMIT_SLACK, dtype=np.uint64)
     cdef uint64_t[::1] cv = cands
     cdef AdmitTarget t
     t.out = <Candidate*> &cv[0]
@@ -493,7 +494,7 @@ def scan_buckets(const uint64_t[:, :, ::1] codes, const uint8_t[:, :, ::1] facto
     table = np.zeros(TABLE_WORDS * n_words, dtype=np.uint64)
     cdef ScanConsts c = _packed(levels, level_sum, delta, alpha, beta, gamma, n_words, table)
     cdef uint64_t[::1] tv = table
-    cands = np.empty(cap + BLOCK, dtype=np.uint64)
+    cands = np.empty(cap + ADMIT_SLACK, dtype=np.uint64)
     cdef uint64_t[::1] cv = cands
     cdef AdmitTarget t
     t.out = <Candidate*> &cv[0]

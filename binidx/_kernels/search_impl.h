@@ -456,7 +456,7 @@ struct QueryState {
     std::vector<float> qrot;         // P q
     std::vector<uint64_t> table;     // ip: P q quantised once per query, as a scan table
     ScanConsts consts{};             // ip: its constants
-    std::vector<Candidate> cands;    // the candidate buffer (cap + BLOCK entries)
+    std::vector<Candidate> cands;    // the candidate buffer (cap + ADMIT_SLACK entries)
     AdmitTarget admit{};
     int64_t checked = 0;             // cands[0, checked) passed the filters
     int64_t keep = 0;
@@ -617,10 +617,10 @@ static void start_query(const IndexView& v, const Kernels& K, const float* q, in
     // Candidates are kept in a buffer of 4 * n_rerank entries (at least 256): when it is full, the
     // n_rerank best stay and the worst of them becomes the admission threshold, so most
     // estimates of far buckets cost one comparison (amortised O(1) per scanned code).  The
-    // scan itself applies the threshold (scan_admit) and may overshoot cap by up to a block.
+    // scan itself applies the threshold (scan_admit) and may overshoot cap by up to ADMIT_SLACK.
     s.keep = std::max<int64_t>(n_rerank, 1);
     const size_t cap = std::max<size_t>(4 * (size_t)s.keep, 256);
-    if (s.cands.size() < cap + BLOCK) s.cands.resize(cap + BLOCK);
+    if (s.cands.size() < cap + ADMIT_SLACK) s.cands.resize(cap + ADMIT_SLACK);
     s.admit = AdmitTarget{s.cands.data(), 0, (int64_t)cap, std::numeric_limits<float>::infinity(),
                           NextBucket{}};
     s.checked = 0;

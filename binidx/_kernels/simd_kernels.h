@@ -95,7 +95,7 @@ struct NextBucket {
 
 // Admission of a bucket's estimates into the candidate buffer (see scan_admit below).
 struct AdmitTarget {
-    Candidate* out;          // the buffer; room for cap + BLOCK entries
+    Candidate* out;          // the buffer; room for cap + ADMIT_SLACK entries
     int64_t m;               // entries in use, updated by the scan
     int64_t cap;             // the scan returns once m >= cap
     float threshold;         // admit est <= threshold
@@ -145,6 +145,10 @@ struct Kernels {
 // horizontal sums.  Vector i of a bucket is block i / 8, lane i % 8; the last block is
 // padded, and the scan writes estimates for whole blocks (out has room for them).
 static const int BLOCK = 8;
+
+// Entries of the candidate buffer beyond its cap: a scan writes whole vectors of
+// Candidates past the last admitted one (two blocks' worth on the AVX-512 path).
+static const int ADMIT_SLACK = 2 * BLOCK;
 
 // The fused scan prefetches its three streams (codes, factors, slots) a fixed distance
 // ahead, in blocks: about 8 kB, at least 8 and at most 32 blocks.  The search's buckets
@@ -598,54 +602,71 @@ __attribute__((target(BINIDX_AVX512_TARGET))) static void scan_avx512(
                                                 factors + blk * 2 * BLOCK, n_words, table, k));
 }
 
-// scan_admit_scalar_body with the admission test in registers: one compare gives the mask
-// of admitted lanes, and the (estimate, position in the bucket) pairs of those lanes are
-// packed into Candidates (order_bits in 8 lanes at once) and compressed into the buffer.  Positions become slots
-// only for the admitted few, at the end: the hot loop reads two streams (codes, factors),
-// not three, and nothing in it waits for the compare.  The compress goes to a register
-// and the full 64 bytes are stored (the buffer has BLOCK entries of slack): the memory
-// form of vpcompressq is microcoded and slow on AMD Zen 4.
+// scan_admit_scalar_body with the admission test in registers, two blocks (16 codes) at a
+// time: one compare of the 16 estimates gives the mask of admitted lanes, and their order
+// keys and positions in the bucket are compressed (VPCOMPRESSD, 16 lanes each) and
+// interleaved into Candidates.  Per 16 codes that is half the admission instructions of a
+// block at a time (which compressed 8 ready-made Candidates per block); the second 8
+// Candidates are stored only when more than 8 lanes pass (rare once the buffer has filled,
+// so the branch predicts well).  Positions become slots only for the admitted few, at the
+// end: the hot loop reads two streams (codes, factors), not three, and nothing in it waits
+// for the compare.  Compresses go to registers and whole 64-byte vectors are stored (the
+// buffer has ADMIT_SLACK entries of slack): the memory form of VPCOMPRESS is microcoded
+// and slow on AMD Zen 4.
 __attribute__((target(BINIDX_AVX512_TARGET))) static int64_t scan_admit_avx512(
         const uint64_t* codes, const Factor* factors, const int32_t* slots, int64_t n,
         int64_t first_block, int n_words, const uint64_t* table, const ScanConsts* c,
         AdmitTarget* t) {
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
     const ScanConsts256 k = broadcast_consts(c);
-    const __m256 threshold = _mm256_set1_ps(t->threshold);
-    // Interleaves 8 order keys (dwords 0-7) and 8 positions (dwords 8-15) into Candidates:
-    // position in the low dword, key in the high one.
-    const __m512i interleave = _mm512_set_epi32(7, 15, 6, 14, 5, 13, 4, 12, 3, 11, 2, 10, 1, 9, 0, 8);
-    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
-    const __m256i eight = _mm256_set1_epi32(BLOCK);
-    __m256i pos = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(first_block * BLOCK)),
-                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m512 threshold = _mm512_set1_ps(t->threshold);
+    // Candidate j of a compressed group: position j in the low dword, key j in the high
+    // one (positions are operand a, indices 0-15; keys operand b, 16-31).
+    const __m512i first8 = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i second8 = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    const __m512i sixteen = _mm512_set1_epi32(2 * BLOCK);
+    __m512i pos = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(first_block * BLOCK)),
+                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
     const int tail = (int)(n - (n_blocks - 1) * BLOCK);
+    // Lanes of the last block that hold codes (the rest is padding).
+    const uint32_t last_valid = (1u << tail) - 1u;
     Candidate* out = t->out;
     const int64_t m0 = t->m;
     int64_t m = m0;
     const int64_t dist = prefetch_distance(n_words);
     prefetch_short_bucket(first_block, n_blocks, dist, n_words, t->next);
     int64_t blk = first_block;
-    for (; blk < n_blocks; ++blk) {
+    while (blk < n_blocks) {
         // The slots are prefetched too: they are read back at the end for admitted lanes.
         prefetch_ahead(codes, factors, slots, blk, n_blocks, dist, n_words, t->next);
-        const __m256 est = block_estimates_avx512(codes + blk * n_words * BLOCK,
-                                                  factors + blk * 2 * BLOCK, n_words, table, k);
-        const __mmask8 valid = blk == n_blocks - 1 ? (__mmask8)((1u << tail) - 1u) : (__mmask8)0xFF;
-        const __mmask8 admit = _mm256_mask_cmp_ps_mask(valid, est, threshold, _CMP_LE_OQ);
-        // order_bits of the 8 estimates.
-        const __m256i bits = _mm256_castps_si256(_mm256_add_ps(est, _mm256_setzero_ps()));
-        const __m256i keys = _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign));
-        const __m512i pairs = _mm512_permutexvar_epi32(
-            interleave, _mm512_inserti64x4(_mm512_castsi256_si512(keys), pos, 1));
-        _mm512_storeu_si512((void*)(out + m), _mm512_maskz_compress_epi64(admit, pairs));
-        pos = _mm256_add_epi32(pos, eight);
-        m += __builtin_popcount((unsigned)admit);
-        if (m >= t->cap) {
-            ++blk;
-            break;
-        }
+        prefetch_ahead(codes, factors, slots, blk + 1, n_blocks, dist, n_words, t->next);
+        const __m256 est0 = block_estimates_avx512(codes + blk * n_words * BLOCK,
+                                                   factors + blk * 2 * BLOCK, n_words, table, k);
+        // An odd last block pairs with itself; its second copy is masked off below.
+        const int64_t blk1 = blk + 1 < n_blocks ? blk + 1 : blk;
+        const __m256 est1 = block_estimates_avx512(codes + blk1 * n_words * BLOCK,
+                                                   factors + blk1 * 2 * BLOCK, n_words, table, k);
+        uint32_t valid = 0xFFFFu;
+        if (blk + 1 >= n_blocks) valid = last_valid;                 // one block left
+        else if (blk + 2 == n_blocks) valid = 0xFFu | (last_valid << BLOCK);
+        const __m512 est = _mm512_insertf32x8(_mm512_castps256_ps512(est0), est1, 1);
+        const __mmask16 admit = _mm512_mask_cmp_ps_mask((__mmask16)valid, est, threshold, _CMP_LE_OQ);
+        // order_bits of the 16 estimates.
+        const __m512i bits = _mm512_castps_si512(_mm512_add_ps(est, _mm512_setzero_ps()));
+        const __m512i keys = _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32(bits, 31), sign));
+        const __m512i ck = _mm512_maskz_compress_epi32(admit, keys);
+        const __m512i cp = _mm512_maskz_compress_epi32(admit, pos);
+        const int count = __builtin_popcount((unsigned)admit);
+        _mm512_storeu_si512((void*)(out + m), _mm512_permutex2var_epi32(cp, first8, ck));
+        if (count > BLOCK)
+            _mm512_storeu_si512((void*)(out + m + BLOCK), _mm512_permutex2var_epi32(cp, second8, ck));
+        pos = _mm512_add_epi32(pos, sixteen);
+        m += count;
+        blk += 2;
+        if (m >= t->cap) break;
     }
+    blk = blk < n_blocks ? blk : n_blocks;
     for (int64_t i = m0; i < m; ++i)
         out[i] = (out[i] & 0xFFFFFFFF00000000ull) | (uint32_t)slots[(uint32_t)out[i]];
     t->m = m;

@@ -273,8 +273,8 @@ def _bucket_rows(buckets: Any, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return codes, factors, np.asarray(slots, dtype=np.int64), scales
 
 
-def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int,
+                     probe_ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Search ``index`` the way its compiled kernels do, in NumPy, for exact comparison.
 
     Reads the index's private state (centroids, projection, buckets, vectors), so it
@@ -288,6 +288,8 @@ def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int
     q : array-like of shape (n_queries, dim)
     k, n_probe, n_rerank : int
         As in :meth:`binidx.Index.search` (``n_rerank`` is raised to ``k`` as there).
+    probe_ratio : float, optional
+        Adaptive probing, as in :meth:`binidx.Index.search`.
 
     Returns
     -------
@@ -318,6 +320,16 @@ def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int
         else:
             coarse = -dots
         probes = np.lexsort((np.arange(n_lists), coarse))[:n_probe]
+        if probe_ratio and n_probe > 1:
+            # Adaptive probing (adaptive_probe_count): squared l2 distances to the probes'
+            # centroids, for ip from the key -<q, c>; count those within the ratio of the
+            # first one's, at least a quarter of n_probe.
+            if l2:
+                dist = coarse[probes]
+            else:
+                dist = (dot_reference(qv, qv) + index._centroid_norms[probes]) + _F32(2.0) * coarse[probes]
+            count = int(np.count_nonzero(dist <= _F32(probe_ratio) * dist[0]))
+            probes = probes[:max(count, (n_probe + 3) // 4)]
         keys, slots = [], []
         for b in probes.tolist():
             codes, factors, bucket_slots, scales = _bucket_rows(buckets, b)

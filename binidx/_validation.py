@@ -44,6 +44,22 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = False,
     return value
 
 
+def check_probe_ratio(value: Any, name: str = "probe_ratio") -> float | None:
+    """Validate an adaptive-probing ratio: None (off) or a finite number >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidInputError(f"{name} must be a number >= 1 or None (fixed n_probe), "
+                                f"got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not np.isfinite(value) or value < 1.0:
+        raise InvalidInputError(
+            f"{name} must be a finite number >= 1 (a ratio of squared distances to the "
+            f"nearest centroid's; 1.5-2 is typical) or None to scan all n_probe buckets, "
+            f"got {value}")
+    return value
+
+
 def as_float32_matrix(x: Any, dim: int | None, name: str = "x", *,
                       allow_empty: bool = False) -> np.ndarray:
     """Convert ``x`` to a C-contiguous float32 array of shape (n, dim), checking values.

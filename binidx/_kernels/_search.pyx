@@ -115,8 +115,8 @@ cdef extern from "search_impl.h" namespace "binidx":
     void rerank(const IndexView& v, const Kernels& K, const float* q, const Candidate* cands,
                 int64_t r, Result* out) nogil
     void search_batch(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
-                      int n_probe, int64_t n_rerank, int k, int n_threads, float* out_d,
-                      int64_t* out_i, int64_t shared_chunk) nogil
+                      int n_probe, float probe_ratio, int64_t n_rerank, int k, int n_threads,
+                      float* out_d, int64_t* out_i, int64_t shared_chunk) nogil
     void search_subset(const IndexView& v, const Kernels& K, const float* queries, int64_t nq,
                        const int32_t* subset, int64_t m, int k, int n_threads, float* out_d,
                        int64_t* out_i) nogil
@@ -221,7 +221,8 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
            const uintptr_t[::1] slot_ptrs,
            const int64_t[::1] sizes, const float[:, ::1] vectors, const int64_t[::1] slot_ids,
            float[:, ::1] out_d, int64_t[:, ::1] out_i, const uint8_t[::1] allowed=None,
-           const uintptr_t[::1] dead_pages=None, int dead_shift=0, int64_t shared_chunk=0):
+           const uintptr_t[::1] dead_pages=None, int dead_shift=0, int64_t shared_chunk=0,
+           float probe_ratio=0.0):
     """Search a batch of queries; results are written into ``out_d`` / ``out_i``.
 
     ``factor_scales`` (n_lists, 2) is the step of each bucket's factor bytes.
@@ -231,6 +232,9 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
     rows remain; None when there are none.
     ``shared_chunk`` > 0 searches the queries in chunks of that many, with one pass over
     each probed bucket per chunk (same results; pays off when the codes are out of cache).
+    ``probe_ratio`` > 0 scans, of the ``n_probe`` nearest buckets, those whose centroid is
+    within that ratio of the first one's squared distance (at least a quarter of them);
+    0 scans all ``n_probe``.
     """
     cdef IndexView v
     v.allowed = &allowed[0] if allowed is not None and allowed.shape[0] > 0 else NULL
@@ -258,7 +262,7 @@ def search(const float[:, ::1] queries, int k, int n_probe, int64_t n_rerank, in
     if nq == 0:
         return
     with nogil:
-        search_batch(v, K, &queries[0, 0], nq, n_probe, n_rerank, k, n_threads,
+        search_batch(v, K, &queries[0, 0], nq, n_probe, probe_ratio, n_rerank, k, n_threads,
                      &out_d[0, 0], &out_i[0, 0], shared_chunk)
 
 

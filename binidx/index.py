@@ -189,7 +189,7 @@ class Index:
         visits those whose centroid's squared l2 distance to it is at most r times the
         nearest one's (and at least a quarter of ``n_probe``).  Queries near one centroid
         and far from the rest then stop early, queries among many equidistant centroids
-        visit them all.  On SIFT descriptors and sentence embeddings it scans 1.2-1.35x
+        visit them all.  On SIFT descriptors and sentence embeddings it scans 1.1-1.37x
         fewer codes than a fixed ``n_probe`` for the same recall; :meth:`tune` chooses it.
         """
         return self._probe_ratio

@@ -538,8 +538,8 @@ static void rerank(const IndexView& v, const Kernels& K, const float* q, const C
 // scan almost nothing).  The l2 distance is used for inner-product indexes too (it ranks
 // buckets by how far the query is from them, where -<q, c> favours long centroids):
 // ||q||^2 + ||c||^2 + 2 key with key = -<q, c>.  On sift-1m, dev-sift and dev-text this
-// scans 1.2-1.35x fewer codes than a fixed n_probe for the same share of true neighbours
-// in the scanned buckets (docs/benchmarks.md).
+// scans 1.1-1.37x fewer codes than a fixed n_probe for the same share of true neighbours
+// in the scanned buckets (benchmarks/micro/probe_ceiling.py, docs/design.md).
 static inline int64_t adaptive_probe_count(const IndexView& v, const QueryState& s,
                                            float qnorm, float probe_ratio) {
     const int64_t np = (int64_t)s.probes.size();

@@ -1,8 +1,11 @@
 """Index.tune: the chosen setting meets the target on held-out queries and becomes the default."""
+import types
+
 import numpy as np
 import pytest
 
 import binidx
+from binidx import _tune
 from binidx.errors import InvalidInputError, NotTrainedError
 
 
@@ -29,7 +32,16 @@ def test_tune_meets_target_on_held_out_queries_and_sets_defaults(clustered):
     assert result.recall >= 0.9
     assert (index.n_probe, index.n_rerank) == (result.n_probe, result.n_rerank)
     assert result.queries_per_second > 0
-    assert {"n_probe", "n_rerank", "recall", "queries_per_second"} <= set(result.trials[0])
+    assert {"n_probe", "n_rerank", "probe_ratio", "recall", "queries_per_second"} <= set(
+        result.trials[0])
+    assert index.probe_ratio == result.probe_ratio
+    # Adaptive probing was tried, with caps above the fixed n_probe that met the target.
+    ratio_trials = [t for t in result.trials if t["probe_ratio"] is not None]
+    assert {t["probe_ratio"] for t in ratio_trials} <= set(_tune.RATIOS)
+    assert ratio_trials
+    fixed_met = [t["n_probe"] for t in result.trials
+                 if t["probe_ratio"] is None and t["recall"] >= 0.9]
+    assert max(t["n_probe"] for t in ratio_trials) > min(fixed_met)
     # Held-out queries: the tuned defaults generalise (a little slack for sampling noise).
     assert recall(index, x, q[200:]) >= 0.85
 
@@ -50,6 +62,86 @@ def test_tuned_defaults_survive_save_and_load(clustered, tmp_path):
     index.save(tmp_path / "i.binidx")
     loaded = binidx.load(tmp_path / "i.binidx")
     assert (loaded.n_probe, loaded.n_rerank) == (result.n_probe, result.n_rerank)
+    assert loaded.probe_ratio == result.probe_ratio
+
+
+def measured_recall(index, q, k, **params):
+    """Recall of ``index.search(q, k, **params)`` as tune measures it (exact, ties allowed)."""
+    truth = binidx.exact_search(index.get(np.sort(index.ids())), q, k, metric=index.metric)
+    res = index.search(q, k, n_threads=1, **params)
+    return _tune.tie_aware_recall(res.ids, res.distances, truth.distances, k, False)
+
+
+def test_tune_picks_a_ratio_measured_faster_and_stores_it(clustered, tmp_path, monkeypatch):
+    # A clock on which a search costs its n_rerank plus its probes, adaptive probes a third
+    # of fixed ones: tune must then choose a ratio, deterministically.
+    x, q = clustered
+    index = binidx.build(x, seed=3)
+    clock = types.SimpleNamespace(now=0.0)
+    real_search = index.search
+
+    def costed_search(*args, n_probe, n_rerank, probe_ratio=None, **kwargs):
+        clock.now += n_rerank / 100 + n_probe * (1.0 if probe_ratio is None else 0.3)
+        return real_search(*args, n_probe=n_probe, n_rerank=n_rerank, probe_ratio=probe_ratio,
+                           **kwargs)
+
+    monkeypatch.setattr(index, "search", costed_search)
+    monkeypatch.setattr(_tune, "time", types.SimpleNamespace(thread_time=lambda: clock.now))
+    result = index.tune(q[:200], target_recall=0.95)
+    monkeypatch.undo()
+    assert result.met_target and result.probe_ratio in _tune.RATIOS
+    assert (index.n_probe, index.n_rerank, index.probe_ratio) == (
+        result.n_probe, result.n_rerank, result.probe_ratio)
+    # The recall tune reports is what search gives with those parameters, and the defaults
+    # are those parameters.
+    params = {"n_probe": result.n_probe, "n_rerank": result.n_rerank,
+              "probe_ratio": result.probe_ratio}
+    assert measured_recall(index, q[:200], 10, **params) == result.recall >= 0.95
+    np.testing.assert_array_equal(index.search(q[:200], 10).ids,
+                                  index.search(q[:200], 10, **params).ids)
+    index.save(tmp_path / "i.binidx")
+    loaded = binidx.load(tmp_path / "i.binidx")
+    assert loaded.probe_ratio == result.probe_ratio
+    np.testing.assert_array_equal(loaded.search(q[:200], 10).ids,
+                                  index.search(q[:200], 10).ids)
+
+
+def test_tune_measures_fixed_probing_whatever_the_default_ratio(clustered):
+    # search(probe_ratio=None) means the index default, so tune must clear a default ratio
+    # while it measures fixed probing.
+    x, q = clustered
+    index = binidx.build(x, seed=3)
+    index.probe_ratio = 1.0  # the fewest probes: a quarter of n_probe
+    result = index.tune(q[:200], target_recall=0.9)
+    trial = max((t for t in result.trials if t["probe_ratio"] is None),
+                key=lambda t: t["n_probe"])
+    assert trial["n_probe"] >= 8
+    params = {"n_probe": trial["n_probe"], "n_rerank": trial["n_rerank"]}
+    index.probe_ratio = None
+    assert measured_recall(index, q[:200], 10, **params) == trial["recall"]
+    assert measured_recall(index, q[:200], 10, probe_ratio=1.0, **params) != trial["recall"]
+
+
+def test_tune_interrupted_keeps_the_default_ratio(clustered, monkeypatch):
+    x, q = clustered
+    index = binidx.build(x, seed=3)
+    index.probe_ratio = 1.7
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(index, "search", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        index.tune(q[:50])
+    assert index.probe_ratio == 1.7
+
+
+def test_fine_ladder_steps_and_ends():
+    assert _tune.fine_ladder(32, 64) == [32, 38, 45, 54, 64]
+    assert _tune.fine_ladder(1, 3) == [1, 2, 3]
+    ladder = _tune.fine_ladder(100, 400)
+    assert ladder[0] == 100 and ladder[-1] == 400
+    assert max(b / a for a, b in zip(ladder, ladder[1:])) < 1.25
 
 
 def test_tune_bad_input(clustered):

@@ -85,6 +85,21 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+# --probe-ratio value that turns adaptive probing off whatever the index default is.
+PROBE_RATIO_OFF = "none"
+
+
+def _probe_ratio(text: str) -> float | str:
+    """A ratio (range checked by the command, with the library's message) or ``none``."""
+    if text.strip().lower() in (PROBE_RATIO_OFF, "off"):
+        return PROBE_RATIO_OFF
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number >= 1 or 'none', got {text!r}") from None
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -531,6 +546,33 @@ def _check_result_path(path: str, flag: str, exts: Sequence[str], allow_stdout: 
     return ext
 
 
+def _check_probe_ratio(args: argparse.Namespace) -> None:
+    """Refuse a --probe-ratio below 1 (or not finite) before any work, with the library's
+    message."""
+    from ._validation import check_probe_ratio
+
+    if args.probe_ratio not in (None, PROBE_RATIO_OFF):
+        try:
+            check_probe_ratio(args.probe_ratio, "--probe-ratio")
+        except InvalidInputError as exc:
+            raise UsageError(_one_line(exc)) from None
+
+
+def _apply_probe_ratio(index: Any, args: argparse.Namespace) -> float | None:
+    """Make --probe-ratio the loaded index's default (the file is not changed); returns
+    the ratio the search uses."""
+    if args.probe_ratio == PROBE_RATIO_OFF:
+        index.probe_ratio = None
+    elif args.probe_ratio is not None:
+        index.probe_ratio = args.probe_ratio
+    return index.probe_ratio
+
+
+def _search_settings(n_probe: int, n_rerank: int, probe_ratio: float | None) -> str:
+    ratio = "" if probe_ratio is None else f", probe_ratio={probe_ratio:g}"
+    return f"n_probe={n_probe}{ratio}, n_rerank={n_rerank}"
+
+
 def _search_file(index: Any, spec: str, k: int, n_probe: int | None, n_rerank: int | None,
                  threads: int | None, out: _Output, n: int
                  ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -618,12 +660,14 @@ def _cmd_query(args: argparse.Namespace, out: _Output) -> int:
         _check_output_path(args.distances, "distances")
     if args.output != "-":
         _check_output_path(args.output, "results")
+    _check_probe_ratio(args)
     t0 = time.perf_counter()
     info = _file_info(args.queries)
     index = _load(args.index, mmap=True)
     _check_dim(args.queries, info, args.index, index.dim)
     n_probe = min(args.n_probe or index.n_probe, index.n_lists)
     n_rerank = max(args.n_rerank or index.n_rerank, args.k)
+    probe_ratio = _apply_probe_ratio(index, args)
     distances, ids, seconds = _search_file(index, args.queries, args.k, n_probe, n_rerank,
                                            args.threads, out, info.n)
     _write_results(args.output, ext, distances, ids)
@@ -631,15 +675,16 @@ def _cmd_query(args: argparse.Namespace, out: _Output) -> int:
         vecio.write_vectors(args.distances, distances)
     qps = info.n / seconds if seconds > 0 else math.inf
     summary = {"command": "query", "index": args.index, "queries": info.n, "k": args.k,
-               "n_probe": n_probe, "n_rerank": n_rerank, "threads": args.threads,
-               "output": args.output, "distances": args.distances,
+               "n_probe": n_probe, "probe_ratio": probe_ratio, "n_rerank": n_rerank,
+               "threads": args.threads, "output": args.output, "distances": args.distances,
                "search_s": round(seconds, 4), "qps": round(qps, 1),
                "total_s": round(time.perf_counter() - t0, 3)}
     where = "stdout" if args.output == "-" else args.output
     # With -o - stdout carries the results, so the summary goes to stderr.
-    out.report(f"searched {info.n:,} queries (k={args.k}, n_probe={n_probe}, "
-               f"n_rerank={n_rerank}) in {seconds:.2f} s ({qps:,.0f} QPS); results in "
-               f"{where}", summary, sys.stderr if args.output == "-" else None)
+    out.report(f"searched {info.n:,} queries (k={args.k}, "
+               f"{_search_settings(n_probe, n_rerank, probe_ratio)}) in {seconds:.2f} s "
+               f"({qps:,.0f} QPS); results in {where}", summary,
+               sys.stderr if args.output == "-" else None)
     return EXIT_OK
 
 
@@ -696,6 +741,7 @@ def _cmd_info(args: argparse.Namespace, out: _Output) -> int:
     if index.is_trained:
         sizes = _list_sizes(index)
         summary.update(n_lists=index.n_lists, n_probe=index.n_probe, n_rerank=index.n_rerank,
+                       probe_ratio=index.probe_ratio,
                        list_sizes={"min": int(sizes.min()), "median": float(np.median(sizes)),
                                    "max": int(sizes.max()),
                                    "empty": int(np.count_nonzero(sizes == 0))},
@@ -704,8 +750,10 @@ def _cmd_info(args: argparse.Namespace, out: _Output) -> int:
         lines.append(f"lists       {index.n_lists:,} buckets; sizes min {int(sizes.min()):,}, "
                      f"median {float(np.median(sizes)):,.0f}, max {int(sizes.max()):,}; "
                      f"{int(np.count_nonzero(sizes == 0)):,} empty")
-        lines.append(f"search      n_probe {index.n_probe}, n_rerank {index.n_rerank} "
-                     "(defaults of query and eval)")
+        ratio = ("none (fixed n_probe)" if index.probe_ratio is None
+                 else f"{index.probe_ratio:g} (n_probe is a cap)")
+        lines.append(f"search      n_probe {index.n_probe}, n_rerank {index.n_rerank}, "
+                     f"probe_ratio {ratio} (defaults of query and eval)")
     else:
         lines.append("lists       not trained")
     lines.append("memory      " + ", ".join(f"{part} {_human_bytes(memory[part])}"
@@ -854,6 +902,7 @@ def _cmd_eval(args: argparse.Namespace, out: _Output) -> int:
     from ._exact import normalize_rows
     from ._validation import as_float32_matrix
 
+    _check_probe_ratio(args)
     info = _file_info(args.queries)
     index = _load(args.index, mmap=True)
     _check_dim(args.queries, info, args.index, index.dim)
@@ -862,6 +911,7 @@ def _cmd_eval(args: argparse.Namespace, out: _Output) -> int:
         gt = _read_ground_truth(args.groundtruth, info.n, args.k, args.queries)
     n_probe = min(args.n_probe or index.n_probe, index.n_lists)
     n_rerank = max(args.n_rerank or index.n_rerank, args.k)
+    probe_ratio = _apply_probe_ratio(index, args)
     runs = []
     for _ in range(args.repeat):
         _, ids, seconds = _search_file(index, args.queries, args.k, n_probe, n_rerank,
@@ -883,14 +933,15 @@ def _cmd_eval(args: argparse.Namespace, out: _Output) -> int:
     summary = {"command": "eval", "index": args.index, "queries": info.n, "k": args.k,
                f"recall@{args.k}": float(recall.mean()), "recall": float(recall.mean()),
                "qps": round(qps, 1), "search_s": round(seconds, 4), "repeat": args.repeat,
-               "n_probe": n_probe, "n_rerank": n_rerank, "threads": args.threads,
-               "ground_truth": args.groundtruth or "exact"}
+               "n_probe": n_probe, "probe_ratio": probe_ratio, "n_rerank": n_rerank,
+               "threads": args.threads, "ground_truth": args.groundtruth or "exact"}
     source = args.groundtruth or "computed exactly"
     threads = args.threads or "all"
     out.report(f"recall@{args.k}  {recall.mean():.4f}  ({info.n:,} queries, tie-aware, ground "
                f"truth {source})\n"
-               f"QPS        {qps:,.0f}  (median of {args.repeat}; n_probe={n_probe}, "
-               f"n_rerank={n_rerank}, threads={threads})", summary)
+               f"QPS        {qps:,.0f}  (median of {args.repeat}; "
+               f"{_search_settings(n_probe, n_rerank, probe_ratio)}, threads={threads})",
+               summary)
     return EXIT_OK
 
 
@@ -935,6 +986,7 @@ example:
 example:
   binidx eval sift.binidx sift_query.fvecs sift_groundtruth.ivecs -k 10
   binidx eval sift.binidx sift_query.fvecs -k 10 --n-probe 32   # exact ground truth
+  binidx eval sift.binidx sift_query.fvecs sift_groundtruth.ivecs --n-probe 96 --probe-ratio 1.8
   binidx eval glove.binidx glove.hdf5:test glove.hdf5:neighbors -k 10 --json
 """,
 }
@@ -967,6 +1019,10 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=_positive_int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--n-probe", type=_positive_int, default=None,
                    help="buckets visited per query (default: the index's, see binidx info)")
+    p.add_argument("--probe-ratio", type=_probe_ratio, default=None, metavar="RATIO",
+                   help="adaptive probing: of the --n-probe nearest buckets visit those within "
+                        "RATIO times the nearest one's squared distance (RATIO >= 1, e.g. 1.8); "
+                        "'none' visits all --n-probe (default: the index's)")
     p.add_argument("--n-rerank", type=_positive_int, default=None,
                    help="candidates reranked with exact distances (default: the index's)")
     p.add_argument("--threads", type=_positive_int, default=None,

@@ -326,6 +326,39 @@ def test_info_reports_header_counts_histogram_memory(files):
     assert got["n_probe"] == index.n_probe and got["vectors"] == len(index)
 
 
+def test_probe_ratio_in_query_eval_and_info(files, tmp_path):
+    idx = copy_index(files, tmp_path)
+    q = files["queries_array"]
+    index = binidx.load(idx)
+    adaptive = index.search(q, 10, n_probe=16, n_rerank=50, probe_ratio=1.2)
+    fixed = index.search(q, 10, n_probe=16, n_rerank=50)
+    assert not np.array_equal(adaptive.ids, fixed.ids)  # the ratio changes what is visited
+    base = ["query", idx, files["queries"], "-k", 10, "--n-probe", 16, "--n-rerank", 50]
+    got = run_json([*base, "--probe-ratio", 1.2, "-o", tmp_path / "a.npy"])
+    assert got["probe_ratio"] == 1.2 and got["n_probe"] == 16
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), adaptive.ids)
+    code, out, err = run([*base, "-o", tmp_path / "a.npy", "--probe-ratio", "1.2"])
+    assert code == 0 and "n_probe=16, probe_ratio=1.2, n_rerank=50" in out, err
+    # An index whose default is a ratio: the CLI uses it unless told 'none'.
+    index.probe_ratio = 1.2
+    index.save(idx)
+    assert run_json([*base, "-o", tmp_path / "d.npy"])["probe_ratio"] == 1.2
+    np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), adaptive.ids)
+    assert run_json([*base, "--probe-ratio", "none", "-o", tmp_path / "f.npy"])["probe_ratio"] is None
+    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), fixed.ids)
+    assert binidx.load(idx).probe_ratio == 1.2  # a query does not rewrite the file
+    ev = run_json(["eval", idx, files["queries"], files["gt"], "-k", 10, "--n-probe", 16,
+                   "--n-rerank", 50])
+    assert ev["probe_ratio"] == 1.2
+    assert ev["recall@10"] == pytest.approx(
+        reference_recall(files["base_array"], q, adaptive.ids, 10), abs=1e-12)
+    code, out, err = run(["info", idx])
+    assert code == 0 and "probe_ratio 1.2 (n_probe is a cap)" in out, err
+    assert run_json(["info", idx])["probe_ratio"] == 1.2
+    code, out, _ = run(["info", files["index"]])
+    assert "probe_ratio none (fixed n_probe)" in out
+
+
 # ------------------------------------------------------------------ malformed inputs
 
 
@@ -422,6 +455,12 @@ MALFORMED = [
      2, r"--distances .*d\.ivecs: unknown result file type"),
     ("query {d}/good.binidx {d}/good.fvecs -o {d}/r.npy -k 0",
      2, r"argument -k: expected a positive integer, got '0'"),
+    ("query {d}/good.binidx {d}/good.fvecs -o {d}/r.npy --probe-ratio 0.5",
+     2, r"--probe-ratio must be a finite number >= 1 .* got 0\.5"),
+    ("eval {d}/good.binidx {d}/good.fvecs --probe-ratio inf",
+     2, r"--probe-ratio must be a finite number >= 1 .* got inf"),
+    ("eval {d}/good.binidx {d}/good.fvecs --probe-ratio wide",
+     2, r"argument --probe-ratio: expected a number >= 1 or 'none', got 'wide'"),
     ("build {d}/good.fvecs -o {d}/o.binidx --n-bits 100",
      2, r"argument --n-bits: expected a multiple of 64"),
     ("build {d}/good.fvecs -o {d}/o.binidx --metric hamming", 2, r"argument --metric: invalid choice"),

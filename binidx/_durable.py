@@ -148,8 +148,8 @@ class DurableIndex:
       with ``binidx.load(directory / "snapshot.binidx", mmap=True)`` (without the
       operations logged since).
 
-    Search defaults (:attr:`n_probe`, :attr:`n_rerank`) are not logged: they are saved by
-    the next :meth:`checkpoint`.
+    Search defaults (:attr:`n_probe`, :attr:`n_rerank`, :attr:`probe_ratio`) are not
+    logged: they are saved by the next :meth:`checkpoint`.
 
     Attributes
     ----------
@@ -448,11 +448,13 @@ class DurableIndex:
     # ------------------------------------------------------------------ reading
     def search(self, q: Any, k: int = 10, n_probe: int | None = None,
                n_rerank: int | None = None, n_threads: int | None = None, *,
-               labels: Any = None, allowed_ids: Any = None) -> SearchResult:
+               labels: Any = None, allowed_ids: Any = None,
+               probe_ratio: float | None = None) -> SearchResult:
         """Search like :meth:`binidx.Index.search` (every acknowledged change is visible)."""
         self._check_usable("search")
         return self._index.search(q, k, n_probe=n_probe, n_rerank=n_rerank,
-                                  n_threads=n_threads, labels=labels, allowed_ids=allowed_ids)
+                                  n_threads=n_threads, labels=labels, allowed_ids=allowed_ids,
+                                  probe_ratio=probe_ratio)
 
     def compile_filter(self, allowed_ids: Any = None, labels: Any = None):
         """A reusable filter for ``search(..., allowed_ids=filter)``, like
@@ -516,6 +518,16 @@ class DurableIndex:
     @n_rerank.setter
     def n_rerank(self, value: int | None) -> None:
         self._index.n_rerank = value
+
+    @property
+    def probe_ratio(self) -> float | None:
+        """Default adaptive-probing ratio (see :attr:`binidx.Index.probe_ratio`; None:
+        every query visits n_probe buckets); saved by the next :meth:`checkpoint`."""
+        return self._index.probe_ratio
+
+    @probe_ratio.setter
+    def probe_ratio(self, value: float | None) -> None:
+        self._index.probe_ratio = value
 
     @property
     def sync(self) -> str | float:

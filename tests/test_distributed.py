@@ -163,6 +163,31 @@ def test_created_from_a_trained_index(ray_local, tmp_path, sift_small):
         _assert_same(index.search(q, 5, n_rerank=1000), local.search(q, 5, n_rerank=1000))
 
 
+def test_probe_ratio_like_a_local_index(ray_local, tmp_path, sift_small):
+    x, q = sift_small
+    trained = binidx.Index(128, n_lists=16, seed=1).train(x[:2000])
+    trained.probe_ratio = 1.2  # a search default: every shard starts from it
+    with ShardedIndex.create(tmp_path / "t", 2, trained=trained, sync="never") as index:
+        index.add(x[:1000], np.arange(1000))
+        local = index.template()
+        local.add(x[:1000], np.arange(1000))
+        assert index.probe_ratio == local.probe_ratio == 1.2
+        covering = {"n_probe": 12, "n_rerank": 1000}
+        adaptive = local.search(q, 5, **covering)
+        _assert_same(index.search(q, 5, **covering), adaptive)
+        _assert_same(index.search(q, 5, probe_ratio=1.2, **covering), adaptive)
+        _assert_same(index.search(q, 5, probe_ratio=1.5, **covering),
+                     local.search(q, 5, probe_ratio=1.5, **covering))
+        # None on the router is fixed probing on every shard, although each shard's
+        # snapshot was made from a template whose default is 1.2.
+        index.probe_ratio = local.probe_ratio = None
+        fixed = local.search(q, 5, **covering)
+        assert not np.array_equal(fixed.ids, adaptive.ids)
+        _assert_same(index.search(q, 5, **covering), fixed)
+        with pytest.raises(InvalidInputError, match="probe_ratio must be a finite number >= 1"):
+            index.search(q, 5, probe_ratio=0.9)
+
+
 # -------------------------------------------------------- API and routing
 def test_api_like_index(sift_sharded, sift_small):
     x, _ = sift_small
@@ -264,17 +289,34 @@ def test_shard_refuses_ids_of_other_shards(tmp_path, sift_small):
 
 def test_search_defaults_are_saved(sift_sharded):
     path = sift_sharded.path
-    sift_sharded.n_probe, sift_sharded.n_rerank = 5, 40
+    sift_sharded.n_probe, sift_sharded.n_rerank, sift_sharded.probe_ratio = 5, 40, 1.8
     try:
         manifest = json.loads(Path(path, MANIFEST_NAME).read_text())
-        assert (manifest["n_probe"], manifest["n_rerank"]) == (5, 40)
+        assert (manifest["n_probe"], manifest["n_rerank"], manifest["probe_ratio"]) == (5, 40, 1.8)
         other = ShardedIndex.open(path)  # finds the running actors by name
-        assert (other.n_probe, other.n_rerank) == (5, 40)
+        assert (other.n_probe, other.n_rerank, other.probe_ratio) == (5, 40, 1.8)
         assert len(other) == N_BASE
         other.close()  # started no actor, so stops none
         assert len(sift_sharded) == N_BASE
     finally:
-        sift_sharded.n_probe = sift_sharded.n_rerank = None
+        sift_sharded.n_probe = sift_sharded.n_rerank = sift_sharded.probe_ratio = None
+
+
+def test_manifest_probe_ratio_optional_and_checked(tmp_path):
+    from binidx.distributed._layout import KIND, read_manifest, write_json
+    from binidx.distributed._routing import HASH_NAME
+
+    manifest = {"kind": KIND, "version": 1, "uid": "u", "n_shards": 2, "routing": HASH_NAME,
+                "dim": 8, "metric": "l2", "n_bits": 64, "n_lists": 4, "n_probe": 2,
+                "n_rerank": None}
+    write_json(str(tmp_path / MANIFEST_NAME), manifest)  # as written before adaptive probing
+    assert read_manifest(str(tmp_path))["probe_ratio"] is None
+    write_json(str(tmp_path / MANIFEST_NAME), {**manifest, "probe_ratio": 2})
+    assert read_manifest(str(tmp_path))["probe_ratio"] == 2.0
+    write_json(str(tmp_path / MANIFEST_NAME), {**manifest, "probe_ratio": 0.5})
+    with pytest.raises(IndexFormatError, match="probe_ratio is 0.5, not null or a number >= 1; "
+                                               "the manifest is damaged"):
+        read_manifest(str(tmp_path))
 
 
 # ---------------------------------------------------------------- failures

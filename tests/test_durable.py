@@ -177,6 +177,29 @@ def test_checkpoint_writes_a_loadable_snapshot_and_empties_the_log(tmp_path: Pat
         assert np.array_equal(ids, expect[0]) and np.array_equal(vectors, expect[1])
 
 
+def test_probe_ratio_is_passed_to_search_and_kept_by_checkpoint(tmp_path: Path) -> None:
+    x = mixture(3000, 16, seed=5)
+    index = binidx.build(x, n_lists=48, seed=5)
+    q = mixture(40, 16, seed=6)
+    adaptive = index.search(q, 10, n_probe=24, n_rerank=40, probe_ratio=1.1)
+    fixed = index.search(q, 10, n_probe=24, n_rerank=40)
+    assert not np.array_equal(adaptive.ids, fixed.ids)  # the ratio visits fewer buckets
+    with binidx.open(tmp_path, index, sync="never") as db:
+        assert db.probe_ratio is None
+        got = db.search(q, 10, n_probe=24, n_rerank=40, probe_ratio=1.1)
+        assert np.array_equal(got.ids, adaptive.ids)
+        db.probe_ratio = 1.1
+        assert np.array_equal(db.search(q, 10, n_probe=24, n_rerank=40).ids, adaptive.ids)
+        with pytest.raises(InvalidInputError, match="probe_ratio must be a finite number >= 1"):
+            db.probe_ratio = 0.5
+        assert db.probe_ratio == 1.1
+        db.checkpoint()
+    with binidx.open(tmp_path) as db:
+        assert db.probe_ratio == 1.1
+        db.probe_ratio = None
+        assert np.array_equal(db.search(q, 10, n_probe=24, n_rerank=40).ids, fixed.ids)
+
+
 def test_crash_between_snapshot_and_log_reset_replays_nothing_twice(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with binidx.open(tmp_path, small_index(), sync="never") as db:

@@ -20,7 +20,8 @@ import os
 from typing import Any
 
 from .._format import atomic_write
-from ..errors import IndexFormatError
+from .._validation import check_probe_ratio
+from ..errors import IndexFormatError, InvalidInputError
 from ._routing import HASH_NAME
 
 MANIFEST_NAME = "sharded.json"
@@ -97,6 +98,12 @@ def read_manifest(path: str) -> dict:
                                f"binidx knows {HASH_NAME!r}); upgrade binidx")
     if m["n_shards"] < 1:
         raise IndexFormatError(f"{where}: n_shards is {m['n_shards']}; the manifest is damaged")
+    try:
+        # Optional: manifests written before adaptive probing have none (fixed probing).
+        m["probe_ratio"] = check_probe_ratio(m.get("probe_ratio"))
+    except InvalidInputError:
+        raise IndexFormatError(f"{where}: probe_ratio is {m['probe_ratio']!r}, not null or a "
+                               "number >= 1; the manifest is damaged") from None
     return m
 
 

@@ -69,11 +69,18 @@ class ShardServer:
     def _open(self, started: float):
         while True:
             try:
-                return open_durable(self._directory, sync=self._sync)
+                db = open_durable(self._directory, sync=self._sync)
             except ConcurrencyError:
                 if time.monotonic() - started > _LOCK_WAIT_S:
                     raise
                 time.sleep(0.1)
+                continue
+            # The router sends every search setting with each call, and Index.search
+            # reads probe_ratio=None as "the index default": keep that default None so
+            # that None from the router means fixed probing, whatever ratio the shard's
+            # snapshot was created with.
+            db.probe_ratio = None
+            return db
 
     # ----------------------------------------------------------------- writes
     def add(self, x: np.ndarray, ids: np.ndarray) -> int:
@@ -163,17 +170,18 @@ class ShardServer:
 
     # ------------------------------------------------------------------ reads
     def search(self, q: np.ndarray | bytes, k: int, n_probe: int, n_rerank: int,
-               n_threads: int | None) -> bytes:
+               n_threads: int | None, probe_ratio: float | None = None) -> bytes:
         """Top ``k`` of this shard, with exact (reranked) distances.
 
         ``q`` is an array, or for small batches the raw float32 bytes of one; the result
         is :func:`pack_result` bytes.  Plain bytes cross Ray ~1 ms faster per call than
         small NumPy arrays (measured in docs/distributed.md), which matters for
-        one-query searches.
+        one-query searches.  ``probe_ratio`` None is fixed probing (n_probe buckets).
         """
         if isinstance(q, bytes):
             q = np.frombuffer(q, dtype=np.float32).reshape(-1, self._db.dim)
-        d, i = self._db.search(q, k, n_probe=n_probe, n_rerank=n_rerank, n_threads=n_threads)
+        d, i = self._db.search(q, k, n_probe=n_probe, n_rerank=n_rerank, n_threads=n_threads,
+                               probe_ratio=probe_ratio)
         return pack_result(d, i)
 
     def contains(self, ids: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from .. import _wal
 from .._durable import open as open_durable
 from .._exact import normalize_rows
 from .._persist import load as load_index
-from .._validation import as_float32_matrix, as_ids, check_positive_int
+from .._validation import as_float32_matrix, as_ids, check_positive_int, check_probe_ratio
 from .._version import __version__
 from ..errors import IndexFormatError, InvalidInputError
 from ..index import Index
@@ -68,6 +68,7 @@ def _empty_copy(index: Index) -> Index:
         out._set_trained_state(np.array(arrays["centroids"]), np.array(arrays["projection"]),
                                params["scale"])
     out._n_probe, out._n_rerank = params["n_probe"], params["n_rerank"]
+    out._probe_ratio = params.get("probe_ratio")
     return out
 
 
@@ -218,6 +219,7 @@ class ShardedIndex:
                     "metric": template.metric, "n_bits": template.n_bits,
                     "n_lists": template.n_lists, "seed": template.seed, "sync": sync,
                     "n_probe": template._n_probe, "n_rerank": template._n_rerank,
+                    "probe_ratio": template._probe_ratio,
                     "created_by": f"binidx {__version__}"}
         # Written last: a directory with a manifest is complete.
         _layout.write_json(_layout.manifest_path(path), manifest)
@@ -264,6 +266,7 @@ class ShardedIndex:
                 f"{_layout.template_path(path)} does not match {_layout.MANIFEST_NAME} "
                 f"(dim, metric, n_bits, n_lists: {got} vs {expected}); the directory is damaged")
         template._n_probe, template._n_rerank = manifest.get("n_probe"), manifest.get("n_rerank")
+        template._probe_ratio = manifest["probe_ratio"]  # (checked by read_manifest)
         return cls._start(path, manifest, template, detached, actor_options, timeout)
 
     @classmethod
@@ -427,9 +430,22 @@ class ShardedIndex:
         self._template.n_rerank = value
         self._save_defaults()
 
+    @property
+    def probe_ratio(self) -> float | None:
+        """Default adaptive-probing ratio on every shard (see
+        :attr:`binidx.Index.probe_ratio`; None: fixed n_probe); setting it is saved in
+        the manifest for every client."""
+        return self._template.probe_ratio
+
+    @probe_ratio.setter
+    def probe_ratio(self, value: float | None) -> None:
+        self._template.probe_ratio = value
+        self._save_defaults()
+
     def _save_defaults(self) -> None:
         self._manifest["n_probe"] = self._template._n_probe
         self._manifest["n_rerank"] = self._template._n_rerank
+        self._manifest["probe_ratio"] = self._template._probe_ratio
         _layout.write_json(_layout.manifest_path(self._path), self._manifest)
 
     def template(self) -> Index:
@@ -621,7 +637,8 @@ class ShardedIndex:
     # ------------------------------------------------------------------ reads
     def search(self, q: Any, k: int = 10, n_probe: int | None = None,
                n_rerank: int | None = None, n_threads: int | None = None, *,
-               timeout: float | None = None, allow_partial: bool = False) -> ShardedSearchResult:
+               timeout: float | None = None, allow_partial: bool = False,
+               probe_ratio: float | None = None) -> ShardedSearchResult:
         """Search every shard and merge their top ``k``.
 
         Parameters
@@ -645,6 +662,12 @@ class ShardedIndex:
         allow_partial : bool, default False
             When some (not all) shards fail or time out, return the merge of the others
             instead of raising; ``result.failed`` names the missing shards.
+        probe_ratio : float, optional
+            Adaptive probing (default :attr:`probe_ratio`), as in
+            :meth:`binidx.Index.search`: every shard visits, of its ``n_probe`` nearest
+            buckets, those within this ratio of the nearest one's squared distance.  The
+            buckets depend only on the query and the shared centroids, so every shard
+            visits the same ones, as one local index would.
 
         Returns
         -------
@@ -666,10 +689,12 @@ class ShardedIndex:
         n_probe = check_positive_int(n_probe, "n_probe", allow_none=True) or self.n_probe
         n_rerank = check_positive_int(n_rerank, "n_rerank", allow_none=True) or self.n_rerank
         n_threads = check_positive_int(n_threads, "n_threads", allow_none=True)
+        probe_ratio = (check_probe_ratio(probe_ratio) if probe_ratio is not None
+                       else self.probe_ratio)
         # A large batch goes to the object store once for every shard; a small one travels
         # as bytes inside each call, faster than a put (~1 ms) or an inline small array.
         q_arg = ray.put(q) if q.nbytes > _INLINE_BYTES else q.tobytes()
-        refs = {s: a.search.remote(q_arg, k, n_probe, n_rerank, n_threads)
+        refs = {s: a.search.remote(q_arg, k, n_probe, n_rerank, n_threads, probe_ratio)
                 for s, a in enumerate(self._actors)}
         results, failed = self._gather(refs, timeout, "search", allow_partial=allow_partial)
         parts = [unpack_result(results[s], q.shape[0], k) for s in sorted(results)]

@@ -1,6 +1,7 @@
 """Tune-then-time grid over binidx build parameters (n_lists x n_bits).
 
-For each build: ``Index.tune`` on the first 1,000 queries for recall@10 >= target, then
+For each build: ``Index.tune`` on the first 1,000 queries for recall@10 >= target (it also
+chooses adaptive probing, ``probe_ratio``, when that is measured faster), then
 single-thread search of the remaining queries with the tuned defaults, timed in CPU time of
 the calling thread (best of 3; a busy shared machine disturbs it less than wall time).
 
@@ -42,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
                 res = index.search(test_q, 10, n_threads=1)
                 best = max(best, len(test_q) / max(time.thread_time() - t0, 1e-9))
             recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(res.ids, truth)])
+            ratio = "none" if tuned.probe_ratio is None else f"{tuned.probe_ratio:g}"
             print(f"n_lists {n_lists} n_bits {index.n_bits}: build {build_s:.1f}s, tuned n_probe "
-                  f"{tuned.n_probe} n_rerank {tuned.n_rerank}, held-out recall@10 {recall:.3f}, "
-                  f"CPU QPS {best:,.0f}", flush=True)
+                  f"{tuned.n_probe} probe_ratio {ratio} n_rerank {tuned.n_rerank}, held-out "
+                  f"recall@10 {recall:.3f}, CPU QPS {best:,.0f}", flush=True)
     return 0
 
 

@@ -15,7 +15,8 @@ or an explicit list of parameter mappings.  An engine entry may also override ``
 Sweeps should go from cheap to expensive: with ``stop_at_recall`` set, a query setting is
 skipped once a cheaper one (every parameter no larger) has reached that recall@10; with
 ``max_batch_s`` set, also once a cheaper one took longer than that for one batched pass
-over the queries.
+over the queries.  For the parameters of ``NONE_IS_LARGEST`` (binidx's ``probe_ratio``)
+null means "no limit" and counts as larger than any number: list it last.
 
 ``confirm`` sets the confirm phase that follows the sweeps (see runner.py): ``rounds``
 interleaved rounds (0 turns it off), recall@10 ``targets``, and ``candidates`` points
@@ -25,12 +26,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from typing import Any
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 MODES = ("batch-1t", "batch-all", "single")
 CONFIRM_DEFAULTS: dict[str, Any] = {"rounds": 7, "targets": [0.95, 0.99], "candidates": 2}
+# Search parameters whose null means "no limit": the costliest, most accurate value.
+# (binidx's probe_ratio: a larger ratio visits more of the n_probe buckets, null all.)
+NONE_IS_LARGEST = frozenset({"probe_ratio"})
 DEFAULTS: dict[str, Any] = {"k": 10, "repeats": 3, "single_queries": 500,
                             "stop_at_recall": None, "max_batch_s": None, "modes": list(MODES),
                             "confirm": CONFIRM_DEFAULTS}
@@ -119,11 +124,25 @@ def default_config_path(dataset_name: str) -> str:
 
 
 def dominated(cheaper: dict, candidate: dict) -> bool:
-    """True when every numeric parameter of ``candidate`` is >= the one in ``cheaper``."""
+    """True when every numeric parameter of ``candidate`` is >= the one in ``cheaper``.
+
+    A null parameter of ``NONE_IS_LARGEST`` counts as +infinity; parameters that are not
+    numbers must be equal.
+
+    Examples
+    --------
+    >>> dominated({"n_probe": 8, "probe_ratio": 1.8}, {"n_probe": 16, "probe_ratio": None})
+    True
+    >>> dominated({"n_probe": 8, "probe_ratio": None}, {"n_probe": 16, "probe_ratio": 2.0})
+    False
+    """
     if set(cheaper) != set(candidate):
         return False
     for key, value in cheaper.items():
         other = candidate[key]
+        if key in NONE_IS_LARGEST:
+            value = math.inf if value is None else value
+            other = math.inf if other is None else other
         if isinstance(value, (int, float)) and isinstance(other, (int, float)):
             if other < value:
                 return False

@@ -81,6 +81,13 @@ def test_run_end_to_end(tmp_path):
     assert {ln["factory"] for ln in ivf} == {"IVF64,Flat"}
     # The widest probe of a 64-list IVF-Flat scans everything: exact.
     assert max(ln["recall@10"] for ln in ivf) == 1.0
+    if "binidx" in engines:
+        # Adaptive probing is swept: ratio points and fixed ones (null) at the same caps.
+        sweep = [ln["query_params"] for ln in lines if ln["engine"] == "binidx"]
+        ratios = {p["probe_ratio"] for p in sweep}
+        assert None in ratios and ratios - {None} <= {1.6, 1.8, 2.0} and len(ratios) > 1
+        assert {p["n_probe"] for p in sweep if p["probe_ratio"]} & \
+            {p["n_probe"] for p in sweep if p["probe_ratio"] is None}
 
     summary = (out / "summary.md").read_text()
     assert summary == stdout.rstrip("\n") or summary in stdout
@@ -155,6 +162,14 @@ def test_pareto_and_grids():
     assert expand([{"M": 8}]) == [{"M": 8}] and expand(None) == [{}]
     assert dominated({"nprobe": 4, "k_factor": 2}, {"nprobe": 8, "k_factor": 2})
     assert not dominated({"nprobe": 4, "k_factor": 2}, {"nprobe": 8, "k_factor": 1})
+    # binidx's probe_ratio: a larger ratio visits more buckets, null (fixed) visits all.
+    reached = {"n_probe": 16, "n_rerank": 50, "probe_ratio": 1.8}
+    assert dominated(reached, {"n_probe": 16, "n_rerank": 50, "probe_ratio": 2.0})
+    assert dominated(reached, {"n_probe": 32, "n_rerank": 50, "probe_ratio": None})
+    assert not dominated(reached, {"n_probe": 32, "n_rerank": 50, "probe_ratio": 1.6})
+    fixed = {"n_probe": 16, "n_rerank": 50, "probe_ratio": None}
+    assert dominated(fixed, dict(fixed))
+    assert not dominated(fixed, {"n_probe": 32, "n_rerank": 50, "probe_ratio": 2.0})
 
 
 def test_adapter_errors_name_the_fix():

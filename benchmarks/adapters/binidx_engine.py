@@ -27,12 +27,14 @@ class Binidx(Adapter):
     """``binidx.Index`` trained and filled with ``train`` + ``add``.
 
     Build parameters: ``n_lists``, ``n_bits``, ``seed`` (``None`` keeps binidx's defaults).
-    Search parameters: ``n_probe``, ``n_rerank``.
+    Search parameters: ``n_probe``, ``n_rerank``, ``probe_ratio`` (adaptive probing, with
+    ``n_probe`` as the cap; ``None``, JSON null, visits all ``n_probe`` buckets: the index
+    default, which this adapter never sets, is fixed probing).
     """
 
     name = "binidx"
     supports_updates = True
-    query_keys = ("n_probe", "n_rerank")
+    query_keys = ("n_probe", "n_rerank", "probe_ratio")
     build_keys = ("n_lists", "n_bits", "seed")
 
     def __init__(self, metric: str, dim: int, **build_params: Any) -> None:

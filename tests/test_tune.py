@@ -141,7 +141,7 @@ def test_fine_ladder_steps_and_ends():
     assert _tune.fine_ladder(1, 3) == [1, 2, 3]
     ladder = _tune.fine_ladder(100, 400)
     assert ladder[0] == 100 and ladder[-1] == 400
-    assert max(b / a for a, b in zip(ladder, ladder[1:])) < 1.25
+    assert (np.array(ladder[1:]) / ladder[:-1]).max() < 1.25
 
 
 def test_tune_bad_input(clustered):

@@ -45,17 +45,18 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = False,
 
 
 def check_probe_ratio(value: Any, name: str = "probe_ratio") -> float | None:
-    """Validate an adaptive-probing ratio: None (off) or a finite number >= 1."""
+    """Validate an adaptive-probing ratio: None (the default), a number >= 1, or inf
+    (every one of the n_probe buckets: fixed probing)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"{name} must be a number >= 1 or None (fixed n_probe), "
                                 f"got {value!r} ({type(value).__name__})")
     value = float(value)
-    if not np.isfinite(value) or value < 1.0:
+    if np.isnan(value) or value < 1.0:
         raise InvalidInputError(
-            f"{name} must be a finite number >= 1 (a ratio of squared distances to the "
-            f"nearest centroid's; 1.5-2 is typical) or None to scan all n_probe buckets, "
+            f"{name} must be a number >= 1 (a ratio of squared distances to the nearest "
+            f"centroid's; 1.5-2 is typical), or None / inf to scan all n_probe buckets, "
             f"got {value}")
     return value
 

@@ -547,7 +547,7 @@ def _check_result_path(path: str, flag: str, exts: Sequence[str], allow_stdout: 
 
 
 def _check_probe_ratio(args: argparse.Namespace) -> None:
-    """Refuse a --probe-ratio below 1 (or not finite) before any work, with the library's
+    """Refuse a --probe-ratio below 1 (or NaN) before any work, with the library's
     message."""
     from ._validation import check_probe_ratio
 

@@ -119,10 +119,23 @@ def test_filtered_searches_ignore_the_ratio(index_and_queries):
     assert np.array_equal(with_ratio.ids, without.ids)
 
 
+def test_an_infinite_ratio_forces_fixed_probing_over_a_default(index_and_queries):
+    index, q = index_and_queries
+    fixed = index.search(q, 10, n_probe=16, n_rerank=40)
+    index.probe_ratio = 1.0
+    try:
+        assert not np.array_equal(index.search(q, 10, n_probe=16, n_rerank=40).ids, fixed.ids)
+        forced = index.search(q, 10, n_probe=16, n_rerank=40, probe_ratio=float("inf"))
+        assert np.array_equal(forced.ids, fixed.ids)
+        index.probe_ratio = float("inf")  # the same as None
+        assert index.probe_ratio is None
+    finally:
+        index.probe_ratio = None
+
+
 @pytest.mark.parametrize("bad, match", [
-    (0.5, r"probe_ratio must be a finite number >= 1"),
-    (float("nan"), r"probe_ratio must be a finite number >= 1"),
-    (float("inf"), r"probe_ratio must be a finite number >= 1"),
+    (0.5, r"probe_ratio must be a number >= 1 \(a ratio"),
+    (float("nan"), r"probe_ratio must be a number >= 1 \(a ratio"),
     ("1.5", r"probe_ratio must be a number >= 1 or None"),
     (True, r"probe_ratio must be a number >= 1 or None"),
 ])

@@ -94,6 +94,8 @@ def add_search_args(ap: argparse.ArgumentParser, repeats: int) -> None:
     ap.add_argument("--n-bits", type=int, default=None)
     ap.add_argument("--n-probe", type=int, default=48)
     ap.add_argument("--n-rerank", type=int, default=80)
+    ap.add_argument("--probe-ratio", type=float, default=None,
+                    help="adaptive probing ratio (default: fixed n_probe)")
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=repeats)
     ap.add_argument("--cache", default="/tmp/binidx_ab_cache",
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
                 index_module._search = module
                 t0, c0 = time.perf_counter(), time.process_time()
                 res = index.search(q, k=10, n_probe=args.n_probe, n_rerank=args.n_rerank,
+                                   probe_ratio=args.probe_ratio,
                                    n_threads=args.threads)
                 cpu[name].append(time.process_time() - c0)
                 times[name].append(time.perf_counter() - t0)

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     q = np.ascontiguousarray(ds.queries[:args.queries])
     hz = tsc_hz(module)
     print(f"{ds.name}: n={len(ds.base)} dim={ds.base.shape[1]} n_lists={index.n_lists} "
-          f"n_bits={index.n_bits} n_probe={args.n_probe} n_rerank={args.n_rerank} "
+          f"n_bits={index.n_bits} n_probe={args.n_probe} probe_ratio={args.probe_ratio} n_rerank={args.n_rerank} "
           f"queries={len(q)} 1 thread; TSC {hz / 1e9:.2f} GHz")
     phases = module.PROFILE_PHASES
     try:
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(args.repeats):
                 module.profile(reset=True)
                 c0, t0 = time.thread_time(), time.perf_counter()
-                index.search(q, k=10, n_probe=args.n_probe, n_rerank=args.n_rerank, n_threads=1)
+                index.search(q, k=10, n_probe=args.n_probe, n_rerank=args.n_rerank, n_threads=1,
+                             probe_ratio=args.probe_ratio)
                 cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
                 runs.append((cpu, wall, module.profile(reset=True)))
             cpu, wall, prof = sorted(runs, key=lambda r: r[0])[len(runs) // 2]

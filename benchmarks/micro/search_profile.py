@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     q = np.ascontiguousarray(ds.queries[:args.queries])
     hz = tsc_hz(module)
     print(f"{ds.name}: n={len(ds.base)} dim={ds.base.shape[1]} n_lists={index.n_lists} "
-          f"n_bits={index.n_bits} n_probe={args.n_probe} probe_ratio={args.probe_ratio} n_rerank={args.n_rerank} "
+          f"n_bits={index.n_bits} n_probe={args.n_probe} probe_ratio={args.probe_ratio} "
+          f"n_rerank={args.n_rerank} "
           f"queries={len(q)} 1 thread; TSC {hz / 1e9:.2f} GHz")
     phases = module.PROFILE_PHASES
     try:

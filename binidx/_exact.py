@@ -63,6 +63,12 @@ def _smallest_k(key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_keys, order, axis=1)
 
 
+# Bytes of one block's float64 distance matrix (queries x base vectors).  A fixed number of
+# queries per block would not do: 1,024 queries against a million vectors is 8 GB per
+# temporary, and Index.tune on a 1M index was killed for memory.
+BLOCK_BYTES = 1 << 28
+
+
 def exact_search(x, q, k: int, metric: str = "l2", *, block: int = 1024) -> SearchResult:
     """Brute-force k nearest neighbours of each query, computed in float64.
 
@@ -76,6 +82,9 @@ def exact_search(x, q, k: int, metric: str = "l2", *, block: int = 1024) -> Sear
         Neighbours per query; rows are padded with id -1 when ``k > n``.
     metric : {"l2", "ip", "cosine"}
         Same meaning and same distance convention as :meth:`binidx.Index.search`.
+    block : int, default 1024
+        Most queries per block; fewer when a block's (queries x n) float64 distances
+        would exceed 256 MB, so memory stays bounded whatever n.
 
     Returns
     -------
@@ -105,14 +114,19 @@ def exact_search(x, q, k: int, metric: str = "l2", *, block: int = 1024) -> Sear
         return SearchResult(distances, ids)
     x64 = x.astype(np.float64)
     x_norms = np.einsum("ij,ij->i", x64, x64)
+    block = max(1, min(block, BLOCK_BYTES // (8 * n)))
     for start in range(0, q.shape[0], block):
         qb = q[start:start + block].astype(np.float64)
-        dots = qb @ x64.T
+        key = qb @ x64.T
+        # In place: one (block, n) array, no temporaries of its size.  (-2 <q, x> + ||x||^2)
+        # + ||q||^2 is the same IEEE sum as ||x||^2 - 2 <q, x> + ||q||^2.
         if metric == "l2":
-            key = x_norms[None, :] - 2.0 * dots + np.einsum("ij,ij->i", qb, qb)[:, None]
+            key *= -2.0
+            key += x_norms[None, :]
+            key += np.einsum("ij,ij->i", qb, qb)[:, None]
             np.maximum(key, 0.0, out=key)
         else:
-            key = -dots
+            np.negative(key, out=key)
         best, best_keys = _smallest_k(key, kk)
         rows = slice(start, start + qb.shape[0])
         ids[rows, :kk] = best

@@ -247,3 +247,27 @@ def test_load_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no query.bvecs, query.fvecs or query.npy"):
         (tmp_path / "query.bvecs").unlink()
         load_folder(tmp_path, metric="l2")
+
+
+def test_memory_stays_bounded_whatever_the_base_size(monkeypatch):
+    """A block's distance matrix is capped in bytes, not in queries: 200 queries against
+    20,000 vectors with a 1 MB cap peak far below one unblocked (200, 20000) float64
+    matrix (32 MB), and give the same results."""
+    import tracemalloc
+
+    from binidx import _exact
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((20000, 8)).astype(np.float32)
+    q = rng.standard_normal((200, 8)).astype(np.float32)
+    expected = binidx.exact_search(x, q, k=5)
+    monkeypatch.setattr(_exact, "BLOCK_BYTES", 1 << 20)
+    tracemalloc.start()
+    try:
+        got = binidx.exact_search(x, q, k=5)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got.ids, expected.ids)
+    assert np.array_equal(got.distances, expected.distances)
+    assert peak < 8 << 20, peak

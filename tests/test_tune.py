@@ -156,3 +156,38 @@ def test_tune_bad_input(clustered):
         index.tune(q, target_recall=1.5)
     with pytest.raises(InvalidInputError, match="dimension 3"):
         index.tune(q[:, :3])
+
+
+class _SlowRerankIndex:
+    """A stand-in index whose recall needs many doublings of n_rerank: exact answers for
+    a share 1 - 0.8 * 0.6 ** log2(n_rerank / 10) of the queries, nothing for the rest
+    (0.20, 0.52, 0.71, 0.83, 0.90, 0.94, 0.96 for n_rerank 10 ... 640)."""
+
+    metric, n_lists = "l2", 4
+
+    def __init__(self, x):
+        self.x, self.probe_ratio, self.n_probe, self.n_rerank = x, None, None, None
+
+    def ids(self):
+        return np.arange(len(self.x))
+
+    def get(self, ids):
+        return self.x[ids]
+
+    def search(self, q, k, n_probe, n_rerank, n_threads, probe_ratio):
+        res = binidx.exact_search(self.x, q, k)
+        share = 1.0 - 0.8 * 0.6 ** np.log2(n_rerank / 10)
+        missed = int(round((1.0 - share) * len(q)))
+        res.ids[:missed], res.distances[:missed] = -1, np.inf
+        return res
+
+
+def test_tune_climbs_a_slow_n_rerank_ladder():
+    """Regression: a rule that stopped a ladder when repeating the last gain would not
+    reach the target stopped this one at n_rerank 20 (recall 0.52)."""
+    from binidx import _tune
+
+    rng = np.random.default_rng(8)
+    stub = _SlowRerankIndex(rng.standard_normal((500, 8)).astype(np.float32))
+    res = _tune.tune(stub, rng.standard_normal((200, 8)).astype(np.float32), 0.95, 10)
+    assert res.met_target and res.n_rerank == 640 and res.recall >= 0.95

@@ -177,7 +177,7 @@ class _SlowRerankIndex:
     def search(self, q, k, n_probe, n_rerank, n_threads, probe_ratio):
         res = binidx.exact_search(self.x, q, k)
         share = 1.0 - 0.8 * 0.6 ** np.log2(n_rerank / 10)
-        missed = int(round((1.0 - share) * len(q)))
+        missed = round(float(1.0 - share) * len(q))
         res.ids[:missed], res.distances[:missed] = -1, np.inf
         return res
 

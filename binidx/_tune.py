@@ -28,6 +28,7 @@ time is the exact ground truth).
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import NamedTuple
 
@@ -129,8 +130,9 @@ def tune(index, queries: np.ndarray, target_recall: float, k: int, max_queries: 
         best = np.inf
         for _ in range(2):
             t0 = time.thread_time()
+            # (inf: fixed probing, whatever the index default)
             res = index.search(queries, k, n_probe=n_probe, n_rerank=n_rerank, n_threads=1,
-                               probe_ratio=ratio)
+                               probe_ratio=math.inf if ratio is None else ratio)
             best = min(best, time.thread_time() - t0)
             recall = tie_aware_recall(res.ids, res.distances, truth.distances, k, larger)
             if recall < target_recall:
@@ -182,35 +184,27 @@ def tune(index, queries: np.ndarray, target_recall: float, k: int, max_queries: 
         return met
 
     # Pass 1: fixed probing, doubling n_probe.
-    previous_ratio = index.probe_ratio
-    # search(probe_ratio=None) means the index default: make that fixed probing while
-    # tuning (the winner's ratio is set at the end).
-    index.probe_ratio = None
-    try:
-        doubling = sorted({min(n_lists, 2 ** i) for i in range(20) if 2 ** i <= 2 * n_lists})
-        coarse = walk(None, doubling)
-        if coarse:
-            # Pass 2: the fine ladder between the last miss and the first hit.
-            hit = coarse[0]["n_probe"]
-            below = [p for p in doubling if p < hit]
-            if below:
-                # Fewer probes than the first hit need at least its n_rerank.
-                walk(None, fine_ladder(below[-1], hit)[1:-1], reranks.index(coarse[0]["n_rerank"]))
-            # Pass 3: adaptive probing; caps from the fewest fixed probes that met.
-            fixed_best = max(meeting, key=lambda t: t["queries_per_second"])
-            lowest = min(t["n_probe"] for t in meeting)
-            top = min(n_lists, max(lowest + 1,
-                                   round(MAX_CAP_FACTOR * fixed_best["n_probe"])))
-            first = max(0, reranks.index(fixed_best["n_rerank"]) - 1)
-            # Largest ratio first: a smaller one visits fewer buckets at the same cap, so
-            # its caps start where the larger one first met the target.
-            for ratio in sorted(RATIOS, reverse=True):
-                met = walk(ratio, fine_ladder(lowest, top), first) if top > lowest else []
-                if met:
-                    lowest = met[0]["n_probe"]
-    except BaseException:
-        index.probe_ratio = previous_ratio
-        raise
+    doubling = sorted({min(n_lists, 2 ** i) for i in range(20) if 2 ** i <= 2 * n_lists})
+    coarse = walk(None, doubling)
+    if coarse:
+        # Pass 2: the fine ladder between the last miss and the first hit.
+        hit = coarse[0]["n_probe"]
+        below = [p for p in doubling if p < hit]
+        if below:
+            # Fewer probes than the first hit need at least its n_rerank.
+            walk(None, fine_ladder(below[-1], hit)[1:-1], reranks.index(coarse[0]["n_rerank"]))
+        # Pass 3: adaptive probing; caps from the fewest fixed probes that met.
+        fixed_best = max(meeting, key=lambda t: t["queries_per_second"])
+        lowest = min(t["n_probe"] for t in meeting)
+        top = min(n_lists, max(lowest + 1,
+                               round(MAX_CAP_FACTOR * fixed_best["n_probe"])))
+        first = max(0, reranks.index(fixed_best["n_rerank"]) - 1)
+        # Largest ratio first: a smaller one visits fewer buckets at the same cap, so
+        # its caps start where the larger one first met the target.
+        for ratio in sorted(RATIOS, reverse=True):
+            met = walk(ratio, fine_ladder(lowest, top), first) if top > lowest else []
+            if met:
+                lowest = met[0]["n_probe"]
     if meeting:
         best = max(meeting, key=lambda t: t["queries_per_second"])
     else:

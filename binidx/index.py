@@ -720,8 +720,7 @@ class Index:
         thread.  Fixed probing and adaptive probing (ratios 1.6, 1.8 and 2.0, ``n_probe``
         then a cap) are both measured.  The winner becomes the default of :meth:`search`
         (:attr:`n_probe`, :attr:`n_rerank`, :attr:`probe_ratio`) and is saved with the
-        index.  While tuning, :attr:`probe_ratio` is None: concurrent searches that use
-        the default probe all ``n_probe`` buckets.
+        index.
 
         Parameters
         ----------

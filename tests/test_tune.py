@@ -1,4 +1,5 @@
 """Index.tune: the chosen setting meets the target on held-out queries and becomes the default."""
+import math
 import types
 
 import numpy as np
@@ -81,7 +82,8 @@ def test_tune_picks_a_ratio_measured_faster_and_stores_it(clustered, tmp_path, m
     real_search = index.search
 
     def costed_search(*args, n_probe, n_rerank, probe_ratio=None, **kwargs):
-        clock.now += n_rerank / 100 + n_probe * (1.0 if probe_ratio is None else 0.3)
+        fixed = probe_ratio is None or probe_ratio == math.inf
+        clock.now += n_rerank / 100 + n_probe * (1.0 if fixed else 0.3)
         return real_search(*args, n_probe=n_probe, n_rerank=n_rerank, probe_ratio=probe_ratio,
                            **kwargs)
 
@@ -107,8 +109,8 @@ def test_tune_picks_a_ratio_measured_faster_and_stores_it(clustered, tmp_path, m
 
 
 def test_tune_measures_fixed_probing_whatever_the_default_ratio(clustered):
-    # search(probe_ratio=None) means the index default, so tune must clear a default ratio
-    # while it measures fixed probing.
+    # search(probe_ratio=None) means the index default, so tune must ask for fixed probing
+    # (probe_ratio=inf) while it measures it.
     x, q = clustered
     index = binidx.build(x, seed=3)
     index.probe_ratio = 1.0  # the fewest probes: a quarter of n_probe

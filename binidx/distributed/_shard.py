@@ -69,18 +69,11 @@ class ShardServer:
     def _open(self, started: float):
         while True:
             try:
-                db = open_durable(self._directory, sync=self._sync)
+                return open_durable(self._directory, sync=self._sync)
             except ConcurrencyError:
                 if time.monotonic() - started > _LOCK_WAIT_S:
                     raise
                 time.sleep(0.1)
-                continue
-            # The router sends every search setting with each call, and Index.search
-            # reads probe_ratio=None as "the index default": keep that default None so
-            # that None from the router means fixed probing, whatever ratio the shard's
-            # snapshot was created with.
-            db.probe_ratio = None
-            return db
 
     # ----------------------------------------------------------------- writes
     def add(self, x: np.ndarray, ids: np.ndarray) -> int:
@@ -176,7 +169,8 @@ class ShardServer:
         ``q`` is an array, or for small batches the raw float32 bytes of one; the result
         is :func:`pack_result` bytes.  Plain bytes cross Ray ~1 ms faster per call than
         small NumPy arrays (measured in docs/distributed.md), which matters for
-        one-query searches.  ``probe_ratio`` None is fixed probing (n_probe buckets).
+        one-query searches.  The router sends ``probe_ratio`` resolved (inf: fixed
+        probing), so the shard's own default is never used.
         """
         if isinstance(q, bytes):
             q = np.frombuffer(q, dtype=np.float32).reshape(-1, self._db.dim)

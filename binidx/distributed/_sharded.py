@@ -10,6 +10,7 @@ budget that covers the probed buckets, the merged result is exactly what one loc
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import time
@@ -691,6 +692,10 @@ class ShardedIndex:
         n_threads = check_positive_int(n_threads, "n_threads", allow_none=True)
         probe_ratio = (check_probe_ratio(probe_ratio) if probe_ratio is not None
                        else self.probe_ratio)
+        # Every setting is sent resolved: a shard's own defaults are never used, and a
+        # ratio of inf is fixed probing (None would mean the shard's default).
+        if probe_ratio is None:
+            probe_ratio = math.inf
         # A large batch goes to the object store once for every shard; a small one travels
         # as bytes inside each call, faster than a put (~1 ms) or an inline small array.
         q_arg = ray.put(q) if q.nbytes > _INLINE_BYTES else q.tobytes()

@@ -49,6 +49,8 @@ def check_probe_ratio(value: Any, name: str = "probe_ratio") -> float | None:
     (every one of the n_probe buckets: fixed probing)."""
     if value is None:
         return None
+    if type(value) is float and value >= 1.0:  # the common case, quickly (NaN fails >=)
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"{name} must be a number >= 1 or None (fixed n_probe), "
                                 f"got {value!r} ({type(value).__name__})")
@@ -69,6 +71,12 @@ def as_float32_matrix(x: Any, dim: int | None, name: str = "x", *,
     order, or nested sequences.  A single vector of shape (dim,) becomes one row.
     Integer data is converted exactly when it fits float32's 24-bit mantissa.
     """
+    if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2
+            and x.shape[1] == dim and x.shape[0] > 0 and x.flags.c_contiguous
+            and np.isfinite(x).all()):
+        # Already what the kernels take (typical of one query per call, where the
+        # general path below costs as much again as the checks).
+        return x
     if isinstance(x, np.ndarray):
         arr = x
     else:

@@ -6,8 +6,7 @@ that meets the target wins.  Timing uses the calling thread's CPU time, which a 
 machine disturbs far less than wall time.
 
 The settings are walked in three passes, each a ladder of n_probe values; at every
-n_probe the smallest n_rerank of a doubling ladder that reaches the target is looked for
-(recall grows with both, so the n_rerank needed never grows with n_probe):
+n_probe the smallest n_rerank that reaches the target is looked for (next paragraph):
 
 1. fixed probing (``probe_ratio=None``) over n_probe = 1, 2, 4, ... until more probes
    only get slower;
@@ -19,12 +18,23 @@ n_probe the smallest n_rerank of a doubling ladder that reaches the target is lo
    (fixed, then the previous ratio's), climb the fine ladder, and end when more only get
    slower or at ``MAX_CAP_FACTOR`` times the fixed winner's n_probe.
 
+The n_rerank ladder runs from k to 128 k in the same fine steps (k = 10: 10, 12, 14, 17,
+20, ..., 80, 95, 113, 135, 160, ...).  At each n_probe it climbs by doublings (every
+``STEPS_PER_DOUBLING``-th step) to the first n_rerank that meets the target, then bisects
+the fine steps between the last miss and that hit (two more trials): the smallest that
+meets is the n_probe's setting, since recall and time both grow with n_rerank.  Doublings
+alone overshoot by up to 2x: on dev-sift 80 missed and 160 met where the benchmark
+suite's best was 120.  Recall also grows with n_probe, so more probes never need a larger
+n_rerank: the next n_probe's climb starts one doubling below the last answer and never
+goes below that (a hit there is taken without bisecting).  A climb stops when a doubling
+adds less than 0.002 recall (only more probes help), or at a miss already slower than a
+setting that meets (more n_rerank only costs more; at the climb's first step more probes
+would too, so the walk ends).
+
 Passes 2 and 3 use the same fine ladder, so adaptive probing is compared with fixed
 probing at the same resolution and wins only when it is measured faster.  Settings that
-miss the target are timed once, and a miss already slower than a setting that meets it
-ends its ladder: on dev-sift (200k SIFT, 1,789 lists, 1,000 queries) the three passes
-take about 50 trials and no longer than the doubling pass alone did before (most of the
-time is the exact ground truth).
+miss the target are timed once.  On dev-sift (200k SIFT, 512 lists, 1,000 queries) tune
+takes 72-96 trials, 5-10 s of CPU time (doublings alone: 59-70 trials, 4-8 s).
 """
 from __future__ import annotations
 
@@ -43,8 +53,11 @@ MAX_CAP_FACTOR = 2.0
 """Largest n_probe cap tried with a ratio, relative to the fixed winner's n_probe (a
 ratio that needs more buckets than this visits about as many as fixed probing)."""
 
-FINE_STEP = 2 ** 0.25
-"""Ratio between neighbouring n_probe values of the fine ladder."""
+STEPS_PER_DOUBLING = 4
+"""Fine steps per doubling, for n_probe and n_rerank alike."""
+
+FINE_STEP = 2 ** (1 / STEPS_PER_DOUBLING)
+"""Ratio between neighbouring values of the fine ladders (~19%)."""
 
 SLOWER = 0.85
 """A setting that misses the target and runs below this share of the fastest one that
@@ -122,7 +135,8 @@ def tune(index, queries: np.ndarray, target_recall: float, k: int, max_queries: 
     truth = exact_search(vectors, queries, k, metric=metric)
     larger = index.metric != "l2"
     n_lists = index.n_lists
-    reranks = [k * 2 ** i for i in range(8)]
+    # n_rerank ladder: k to 128 k in fine steps; a doubling is STEPS_PER_DOUBLING positions.
+    reranks = [round(k * FINE_STEP ** j) for j in range(7 * STEPS_PER_DOUBLING + 1)]
 
     def measure(n_probe: int, n_rerank: int, ratio: float | None) -> dict:
         # Timed twice (the faster run counts) only when it meets the target: only those
@@ -143,43 +157,79 @@ def tune(index, queries: np.ndarray, target_recall: float, k: int, max_queries: 
     trials: list[dict] = []
     meeting: list[dict] = []
 
+    def fastest(*more: dict) -> float:
+        return max((t["queries_per_second"] for t in meeting + list(more)), default=0.0)
+
+    def smallest_rerank(n_probe: int, ratio: float | None, start: int,
+                        met: list[dict]) -> tuple[dict | None, int, bool]:
+        """The trial of the smallest n_rerank from position ``start`` of ``reranks`` on that
+        meets the target at ``n_probe`` (None: none does), its position, and whether more
+        probes are hopeless."""
+        tried: dict[int, dict] = {}  # by n_rerank: for a small k positions repeat values
+
+        def at(position: int) -> dict:
+            n_rerank = reranks[position]
+            if n_rerank not in tried:
+                tried[n_rerank] = measure(n_probe, n_rerank, ratio)
+                trials.append(tried[n_rerank])
+            return tried[n_rerank]
+
+        # Climb by doublings to the first n_rerank that meets the target.
+        position, last_miss, previous = start, None, -1.0
+        while True:
+            trial = at(position)
+            if trial["recall"] >= target_recall:
+                break
+            # A miss already slower than a setting that meets: more n_rerank or more
+            # probes only cost more.  At this probe count's first n_rerank, stop the walk.
+            if trial["queries_per_second"] < SLOWER * fastest(*met):
+                return None, position, position == start
+            # Stop when doubling n_rerank no longer adds recall (the true neighbours are
+            # not in the probed buckets: only more probes help).  Not when one more
+            # doubling "could not" reach the target by repeating the last gain: recall
+            # climbs by shrinking steps over several doublings, and on sift-1m (1,024
+            # lists) that rule stopped every ladder at n_rerank 20: tune returned recall
+            # 0.72 for a target of 0.95.
+            if trial["recall"] - previous < 0.002 or position == len(reranks) - 1:
+                return None, position, False
+            previous, last_miss = trial["recall"], position
+            position = min(len(reranks) - 1, position + STEPS_PER_DOUBLING)
+        # The doubling that crossed the target hides up to a factor 2 of n_rerank (on
+        # dev-sift 80 missed, 160 met, 120 was the best): bisect the fine steps between the
+        # last miss and the hit.  Recall and time both grow with n_rerank, so the smallest
+        # that meets is this probe count's fastest.  (A hit at ``start`` is not bisected:
+        # the ladder never goes below ``start``.)
+        hit, low = position, last_miss
+        while low is not None and hit - low > 1:
+            middle = (low + hit) // 2
+            trial = at(middle)
+            if trial["recall"] >= target_recall:
+                hit = middle
+            elif trial["queries_per_second"] < SLOWER * fastest(*met, at(hit)):
+                break  # the steps above this miss are slower still, the hit included
+            else:
+                low = middle
+        return at(hit), hit, False
+
     def walk(ratio: float | None, probes: list[int], first_rerank: int = 0) -> list[dict]:
-        """Walk ``probes`` upwards; at each, the smallest n_rerank (from ``first_rerank``
-        of the ladder) that meets the target.  Returns this walk's meeting trials."""
+        """Walk ``probes`` upwards; at each, the smallest n_rerank (at or above position
+        ``first_rerank`` of ``reranks``) that meets the target.  Returns this walk's
+        meeting trials, one per n_probe."""
         met: list[dict] = []
         start = first_rerank
         for n_probe in probes:
-            previous = -1.0
-            for r in range(start, len(reranks)):
-                trial = measure(n_probe, reranks[r], ratio)
-                trials.append(trial)
-                if trial["recall"] >= target_recall:
-                    break
-                # A miss already slower than a setting that meets: more n_rerank or more
-                # probes only cost more.  At this probe count's first n_rerank, stop the walk.
-                fastest = max((t["queries_per_second"] for t in meeting + met), default=0.0)
-                if trial["queries_per_second"] < SLOWER * fastest:
-                    if r == start:
-                        meeting.extend(met)
-                        return met
-                    break
-                # Stop when doubling n_rerank no longer adds recall (the true neighbours
-                # are not in the probed buckets: only more probes help).  Not when one more
-                # doubling "could not" reach the target by repeating the last gain: recall
-                # climbs by shrinking steps over several doublings, and on sift-1m (1,024
-                # lists) that rule stopped every ladder at n_rerank 20: tune returned
-                # recall 0.72 for a target of 0.95.
-                if trial["recall"] - previous < 0.002:
-                    break
-                previous = trial["recall"]
-            if trial["recall"] >= target_recall:
-                met.append(trial)
-                # More probes never need a larger n_rerank; one step less may now do.
-                start = max(0, reranks.index(trial["n_rerank"]) - 1)
-                # More probes only get slower once the target is met with fewer.
-                if len(met) >= 2 and met[-1]["queries_per_second"] < max(
-                        t["queries_per_second"] for t in met[:-1]):
-                    break
+            trial, position, hopeless = smallest_rerank(n_probe, ratio, start, met)
+            if hopeless:
+                break
+            if trial is None:
+                continue
+            met.append(trial)
+            # More probes never need a larger n_rerank; one doubling less may now do.
+            start = max(0, position - STEPS_PER_DOUBLING)
+            # More probes only get slower once the target is met with fewer.
+            if len(met) >= 2 and met[-1]["queries_per_second"] < max(
+                    t["queries_per_second"] for t in met[:-1]):
+                break
         meeting.extend(met)
         return met
 
@@ -198,7 +248,7 @@ def tune(index, queries: np.ndarray, target_recall: float, k: int, max_queries: 
         lowest = min(t["n_probe"] for t in meeting)
         top = min(n_lists, max(lowest + 1,
                                round(MAX_CAP_FACTOR * fixed_best["n_probe"])))
-        first = max(0, reranks.index(fixed_best["n_rerank"]) - 1)
+        first = max(0, reranks.index(fixed_best["n_rerank"]) - STEPS_PER_DOUBLING)
         # Largest ratio first: a smaller one visits fewer buckets at the same cap, so
         # its caps start where the larger one first met the target.
         for ratio in sorted(RATIOS, reverse=True):

@@ -1,6 +1,7 @@
 """Index.tune: the chosen setting meets the target on held-out queries and becomes the default."""
 import math
 import types
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -160,15 +161,16 @@ def test_tune_bad_input(clustered):
         index.tune(q[:, :3])
 
 
-class _SlowRerankIndex:
-    """A stand-in index whose recall needs many doublings of n_rerank: exact answers for
-    a share 1 - 0.8 * 0.6 ** log2(n_rerank / 10) of the queries, nothing for the rest
-    (0.20, 0.52, 0.71, 0.83, 0.90, 0.94, 0.96 for n_rerank 10 ... 640)."""
+class _RerankCurveIndex:
+    """A stand-in index whose recall depends on n_rerank only: exact answers for a share
+    ``share(n_rerank)`` of the queries, nothing for the rest.  A search advances ``clock``
+    by its cost (probes plus reranks), which tune then reads as its timer."""
 
     metric, n_lists = "l2", 4
 
-    def __init__(self, x):
-        self.x, self.probe_ratio, self.n_probe, self.n_rerank = x, None, None, None
+    def __init__(self, x, share):
+        self.x, self.share, self.clock = x, share, 0.0
+        self.probe_ratio, self.n_probe, self.n_rerank = None, None, None
 
     def ids(self):
         return np.arange(len(self.x))
@@ -177,19 +179,51 @@ class _SlowRerankIndex:
         return self.x[ids]
 
     def search(self, q, k, n_probe, n_rerank, n_threads, probe_ratio):
+        self.clock += n_probe + n_rerank / 100
         res = binidx.exact_search(self.x, q, k)
-        share = 1.0 - 0.8 * 0.6 ** np.log2(n_rerank / 10)
-        missed = round(float(1.0 - share) * len(q))
+        missed = round(float(1.0 - self.share(n_rerank)) * len(q))
         res.ids[:missed], res.distances[:missed] = -1, np.inf
         return res
 
 
-def test_tune_climbs_a_slow_n_rerank_ladder():
-    """Regression: a rule that stopped a ladder when repeating the last gain would not
-    reach the target stopped this one at n_rerank 20 (recall 0.52)."""
-    from binidx import _tune
-
+def tune_stand_in(share, monkeypatch, k=10):
     rng = np.random.default_rng(8)
-    stub = _SlowRerankIndex(rng.standard_normal((500, 8)).astype(np.float32))
-    res = _tune.tune(stub, rng.standard_normal((200, 8)).astype(np.float32), 0.95, 10)
-    assert res.met_target and res.n_rerank == 640 and res.recall >= 0.95
+    stub = _RerankCurveIndex(rng.standard_normal((500, 8)).astype(np.float32), share)
+    monkeypatch.setattr(_tune, "time", types.SimpleNamespace(thread_time=lambda: stub.clock))
+    return _tune.tune(stub, rng.standard_normal((200, 8)).astype(np.float32), 0.95, k)
+
+
+def test_tune_climbs_a_slow_n_rerank_ladder(monkeypatch):
+    """Regression: a rule that stopped a ladder when repeating the last gain would not
+    reach the target stopped this one at n_rerank 20 (recall 0.52).  Recall here climbs
+    0.20, 0.52, 0.71, 0.83, 0.90, 0.94, 0.96 for n_rerank 10 ... 640 and first reaches
+    0.95 at n_rerank 431: the fine step 453 between 320 and 640."""
+    res = tune_stand_in(lambda n_rerank: 1.0 - 0.8 * 0.6 ** np.log2(n_rerank / 10),
+                        monkeypatch)
+    assert res.met_target and res.n_rerank == 453 and res.recall >= 0.95
+
+
+def test_tune_finds_n_rerank_between_doublings(monkeypatch):
+    """The target is met from n_rerank 120 on: 80 misses, 160 meets, and a doubling
+    ladder could only choose 160 (on dev-sift that cost ~8% QPS).  The fine steps
+    between them (95, 113, 135) are bisected: 135 is the smallest that meets."""
+    res = tune_stand_in(lambda n_rerank: min(0.99, 0.5 + 0.45 * n_rerank / 120), monkeypatch)
+    assert res.met_target and 80 < res.n_rerank < 160
+    assert res.n_rerank == 135 and res.recall >= 0.95
+    # Bisected, not walked step by step: 95 is skipped on the first ladder, and every later
+    # one takes at most four trials (one doubling below the last answer, the answer, two
+    # bisection steps).
+    assert [t["n_rerank"] for t in res.trials[:7]] == [10, 20, 40, 80, 160, 113, 135]
+    per_ladder = Counter((t["probe_ratio"], t["n_probe"]) for t in res.trials)
+    assert max(list(per_ladder.values())[1:]) <= 4
+
+
+def test_tune_small_k_measures_each_setting_once(monkeypatch):
+    # For k = 1 the fine ladder repeats values (1, 1, 1, 2, 2, 2, 3, ...): each setting
+    # must still be measured once, and n_rerank never drops below k.
+    res = tune_stand_in(lambda n_rerank: min(0.99, 0.5 + 0.45 * n_rerank / 12),
+                        monkeypatch, k=1)
+    keys = [(t["n_probe"], t["n_rerank"], t["probe_ratio"]) for t in res.trials]
+    assert len(keys) == len(set(keys))
+    assert min(t["n_rerank"] for t in res.trials) >= 1
+    assert res.met_target and res.n_rerank == 13

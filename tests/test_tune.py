@@ -205,8 +205,9 @@ def test_tune_climbs_a_slow_n_rerank_ladder(monkeypatch):
 
 def test_tune_finds_n_rerank_between_doublings(monkeypatch):
     """The target is met from n_rerank 120 on: 80 misses, 160 meets, and a doubling
-    ladder could only choose 160 (on dev-sift that cost ~8% QPS).  The fine steps
-    between them (95, 113, 135) are bisected: 135 is the smallest that meets."""
+    ladder could only choose 160 (on dev-sift: 80 or 160 where the benchmark suite's
+    best was 120).  The fine steps between them (95, 113, 135) are bisected: 135 is the
+    smallest that meets."""
     res = tune_stand_in(lambda n_rerank: min(0.99, 0.5 + 0.45 * n_rerank / 120), monkeypatch)
     assert res.met_target and 80 < res.n_rerank < 160
     assert res.n_rerank == 135 and res.recall >= 0.95

@@ -731,9 +731,16 @@ class Index:
         Recall@k is measured against exact search over the vectors in the index, on
         ``queries`` (use real queries, not base vectors); every setting is timed on one
         thread.  Fixed probing and adaptive probing (ratios 1.6, 1.8 and 2.0, ``n_probe``
-        then a cap) are both measured.  The winner becomes the default of :meth:`search`
-        (:attr:`n_probe`, :attr:`n_rerank`, :attr:`probe_ratio`) and is saved with the
-        index.
+        then a cap) are both measured, and the few fastest that reach the target are
+        timed again in interleaved rounds before one is chosen.  The winner becomes the
+        default of :meth:`search` (:attr:`n_probe`, :attr:`n_rerank`,
+        :attr:`probe_ratio`) and is saved with the index.
+
+        The target is met on the tuning queries, and the chosen setting is usually the
+        cheapest that does, so on other queries recall lands on either side of it by the
+        sampling error of the sample: about +-0.003 with 1,000 queries at recall 0.95
+        (sift-1m, held-out queries: 0.9486 for a target of 0.95).  Ask for a slightly
+        higher target when it must hold on unseen queries.
 
         Parameters
         ----------

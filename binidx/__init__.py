@@ -1,10 +1,9 @@
 """binidx: approximate nearest-neighbour search with IVF buckets of binary codes."""
-from ._version import __version__
-from ._exact import SearchResult, exact_search
-from .index import Index, build
-from ._persist import load, read_metadata
-from ._durable import open, DurableIndex
 from ._config import show_config
+from ._durable import DurableIndex, open
+from ._exact import SearchResult, exact_search
+from ._persist import load, read_metadata
+from ._version import __version__
 from .errors import (
     BinidxError,
     ConcurrencyError,
@@ -15,24 +14,25 @@ from .errors import (
     ReadOnlyIndexError,
     VectorFileError,
 )
+from .index import Index, build
 
 __all__ = [
-    "Index",
-    "DurableIndex",
-    "open",
-    "SearchResult",
-    "build",
-    "exact_search",
-    "load",
-    "read_metadata",
-    "show_config",
-    "__version__",
     "BinidxError",
     "ConcurrencyError",
+    "DurableIndex",
+    "Index",
     "IndexFormatError",
     "InvalidDtypeError",
     "InvalidInputError",
     "NotTrainedError",
     "ReadOnlyIndexError",
+    "SearchResult",
     "VectorFileError",
+    "__version__",
+    "build",
+    "exact_search",
+    "load",
+    "open",
+    "read_metadata",
+    "show_config",
 ]

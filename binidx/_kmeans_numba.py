@@ -39,8 +39,7 @@ def kmeanspp_seed(x, k, uniforms, first):  # pragma: no cover - compiled
             for j in range(d):
                 t = x[i, j] - x[pick, j]
                 s += t * t
-            if s < mind[i]:
-                mind[i] = s
+            mind[i] = min(mind[i], s)
             total += mind[i]
     return chosen
 

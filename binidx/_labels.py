@@ -59,7 +59,7 @@ class LabelStore:
         self.capacity = 0  # slots the arrays must cover once they exist
 
     @classmethod
-    def from_array(cls, slot_labels: np.ndarray) -> "LabelStore":
+    def from_array(cls, slot_labels: np.ndarray) -> LabelStore:
         store = cls()
         store.capacity = slot_labels.shape[0]
         labelled = np.flatnonzero(np.asarray(slot_labels) >= 0)

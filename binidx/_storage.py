@@ -28,7 +28,7 @@ def grown_capacity(capacity: int, needed: int, minimum: int) -> int:
     (amortised O(1) appends), except that a request larger than one growth step gets
     exactly what it asks for, so a bulk add leaves no spare capacity behind."""
     step = max(int(capacity * _GROWTH), minimum)
-    return needed if needed > step else step
+    return max(step, needed)
 
 
 def n_blocks(size) -> np.ndarray:

@@ -109,17 +109,16 @@ def as_float32_matrix(x: Any, dim: int | None, name: str = "x", *,
     else:
         with np.errstate(over="ignore"):  # float64 beyond float32 range: reported below
             out = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.dtype.kind == "f" and out.size:
-        # One pass over the converted data; float64 values beyond float32 range become inf.
-        if not np.isfinite(out).all():
-            bad_rows = np.flatnonzero(~np.isfinite(out).all(axis=1))
-            row = int(bad_rows[0])
-            what = ("NaN or infinite values" if not np.isfinite(arr[row]).all()
-                    else "values beyond the float32 range (|x| > 3.4e38)")
-            raise InvalidInputError(
-                f"{name} contains {what} (first bad row: {row}, {bad_rows.size} bad rows in all); "
-                "remove, rescale or impute them before indexing"
-            )
+    # One pass over the converted data; float64 values beyond float32 range become inf.
+    if arr.dtype.kind == "f" and out.size and not np.isfinite(out).all():
+        bad_rows = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        row = int(bad_rows[0])
+        what = ("NaN or infinite values" if not np.isfinite(arr[row]).all()
+                else "values beyond the float32 range (|x| > 3.4e38)")
+        raise InvalidInputError(
+            f"{name} contains {what} (first bad row: {row}, {bad_rows.size} bad rows in all); "
+            "remove, rescale or impute them before indexing"
+        )
     return out
 
 

@@ -49,8 +49,8 @@ def run_dataset(ds, threads: int) -> None:
     index = binidx.build(ds.base, metric=ds.metric)
     build_s = time.perf_counter() - t0
     for n_probe, n_rerank in [(None, None), (index.n_probe * 2, 200)]:
-        qps, res = _qps(lambda: index.search(ds.queries, 10, n_probe=n_probe, n_rerank=n_rerank,
-                                             n_threads=threads), nq)
+        qps, res = _qps(lambda n_probe=n_probe, n_rerank=n_rerank: index.search(
+            ds.queries, 10, n_probe=n_probe, n_rerank=n_rerank, n_threads=threads), nq)
         label = "defaults" if n_probe is None else ""
         params = f"n_probe={n_probe or index.n_probe} n_rerank={n_rerank or index.n_rerank} {label}"
         _row("binidx", params, build_s, _recall(res.ids, ds.groundtruth), qps)

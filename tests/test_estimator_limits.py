@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 import binidx
-from binidx._reference import search_reference
 from benchmarks.micro import estimator_limits as el
+from binidx._reference import search_reference
 
 
 def _index_and_truth(seed=5, n=3000, nq=12, dim=64):

@@ -53,7 +53,7 @@ def test_label_filter_recall_and_k_results(data, index, selectivity):
 
 
 def test_filters_return_exact_distances(data, index):
-    x, q, labels = data
+    x, q, _ = data
     res = index.search(q[:5], 10, labels=[1, 2, 3])
     for row_ids, row_d, qv in zip(res.ids, res.distances, q[:5]):
         ok = row_ids >= 0

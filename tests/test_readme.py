@@ -7,7 +7,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def readme_commands():
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"## Set-up.*?```bash\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"## Set-up.*?```bash\n(.*?)```", text, re.DOTALL).group(1)
     return [line for line in block.splitlines() if line and not line.startswith("#")]
 
 

@@ -250,7 +250,7 @@ class _LuckyTimingIndex(_RerankCurveIndex):
 def test_tune_retimes_the_fastest_candidates(monkeypatch):
     """A slower setting that met the target and was timed luckily during the walk must
     not win: the final interleaved re-timing gives the fastest its place back."""
-    share = lambda n_rerank: min(0.99, 0.5 + 0.45 * n_rerank / 120)  # noqa: E731
+    share = lambda n_rerank: min(0.99, 0.5 + 0.45 * n_rerank / 120)
     honest = tune_stand_in(share, monkeypatch)
     met = [t for t in honest.trials if t["recall"] >= 0.95
            and (t["n_probe"], t["n_rerank"]) != (honest.n_probe, honest.n_rerank)]

@@ -50,23 +50,6 @@ class Snapshot:
             setattr(self, name, value)
 
 
-class _Reading:
-    """``with registry.reading() as snap`` as a plain class (cheaper than a generator)."""
-
-    __slots__ = ("_registry", "_snap")
-
-    def __init__(self, registry: ReaderRegistry) -> None:
-        self._registry = registry
-        self._snap = None
-
-    def __enter__(self) -> Snapshot:
-        self._snap = self._registry.enter()
-        return self._snap
-
-    def __exit__(self, *exc) -> None:
-        self._registry.leave(self._snap)
-
-
 class ReaderRegistry:
     """The published snapshot, and how many searches read each epoch.
 
@@ -78,9 +61,6 @@ class ReaderRegistry:
         self._lock = threading.Lock()
         self._readers: dict[int, int] = {}
         self.current: Snapshot | None = None
-
-    def reading(self) -> _Reading:
-        return _Reading(self)
 
     def enter(self) -> Snapshot:
         with self._lock:

@@ -36,8 +36,9 @@ probing at the same resolution and wins only when it is measured faster.  Settin
 miss the target are timed once.  At the end the ``CONFIRM_CANDIDATES`` fastest settings
 that meet the target are timed again in ``CONFIRM_ROUNDS`` interleaved rounds and the best
 median wins: single timings of settings a few percent apart let the machine's load pick
-(the benchmark suite's confirm phase, in small).  On dev-sift (200k SIFT, 512 lists, 1,000 queries) tune
-takes 72-96 trials, 5-10 s of CPU time (doublings alone: 59-70 trials, 4-8 s).
+(the benchmark suite's confirm phase, in small).  On dev-sift (200k SIFT, 512 lists,
+1,000 queries) tune takes 61-96 trials, 5-10 s of CPU time (doublings alone: 59-70
+trials, 4-8 s).
 """
 from __future__ import annotations
 
@@ -150,16 +151,21 @@ def tune(index, queries: np.ndarray, target_recall: float, k: int, max_queries: 
     # n_rerank ladder: k to 128 k in fine steps; a doubling is STEPS_PER_DOUBLING positions.
     reranks = [round(k * FINE_STEP ** j) for j in range(7 * STEPS_PER_DOUBLING + 1)]
 
+    def timed_search(n_probe: int, n_rerank: int, ratio: float | None):
+        """(result, thread CPU seconds) of one single-thread search of the queries."""
+        t0 = time.thread_time()
+        # (inf: fixed probing, whatever the index default)
+        res = index.search(queries, k, n_probe=n_probe, n_rerank=n_rerank, n_threads=1,
+                           probe_ratio=math.inf if ratio is None else ratio)
+        return res, time.thread_time() - t0
+
     def measure(n_probe: int, n_rerank: int, ratio: float | None) -> dict:
         # Timed twice (the faster run counts) only when it meets the target: only those
         # settings compete on speed.
         best = np.inf
         for _ in range(2):
-            t0 = time.thread_time()
-            # (inf: fixed probing, whatever the index default)
-            res = index.search(queries, k, n_probe=n_probe, n_rerank=n_rerank, n_threads=1,
-                               probe_ratio=math.inf if ratio is None else ratio)
-            best = min(best, time.thread_time() - t0)
+            res, seconds = timed_search(n_probe, n_rerank, ratio)
+            best = min(best, seconds)
             recall = tie_aware_recall(res.ids, res.distances, truth.distances, k, larger)
             if recall < target_recall:
                 break
@@ -185,11 +191,7 @@ def tune(index, queries: np.ndarray, target_recall: float, k: int, max_queries: 
             for j in range(len(ranked)):
                 i = (j + r) % len(ranked)
                 t = ranked[i]
-                t0 = time.thread_time()
-                index.search(queries, k, n_probe=t["n_probe"], n_rerank=t["n_rerank"],
-                             n_threads=1, probe_ratio=math.inf if t["probe_ratio"] is None
-                             else t["probe_ratio"])
-                times[i].append(time.thread_time() - t0)
+                times[i].append(timed_search(t["n_probe"], t["n_rerank"], t["probe_ratio"])[1])
         for t, ts in zip(ranked, times):
             t["confirmed_queries_per_second"] = queries.shape[0] / max(float(np.median(ts)), 1e-9)
         return max(ranked, key=lambda t: t["confirmed_queries_per_second"])

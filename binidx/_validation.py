@@ -71,12 +71,6 @@ def as_float32_matrix(x: Any, dim: int | None, name: str = "x", *,
     order, or nested sequences.  A single vector of shape (dim,) becomes one row.
     Integer data is converted exactly when it fits float32's 24-bit mantissa.
     """
-    if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2
-            and x.shape[1] == dim and x.shape[0] > 0 and x.flags.c_contiguous
-            and np.isfinite(x).all()):
-        # Already what the kernels take (typical of one query per call, where the
-        # general path below costs as much again as the checks).
-        return x
     if isinstance(x, np.ndarray):
         arr = x
     else:

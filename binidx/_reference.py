@@ -273,6 +273,42 @@ def _bucket_rows(buckets: Any, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return codes, factors, np.asarray(slots, dtype=np.int64), scales
 
 
+def probes_reference(index: Any, qv: np.ndarray, n_probe: int,
+                     probe_ratio: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The search's probe selection for one prepared query ``qv`` (float32, (dim,)).
+
+    Returns the rotated query ``P q`` (n_bits,), the coarse key of every centroid
+    (n_lists,) and the buckets scanned, nearest first (``n_probe`` of them, fewer with
+    ``probe_ratio``).  ``n_probe`` must already be capped at n_lists.
+    """
+    l2 = index.metric == "l2"
+    n_lists = index._centroids.shape[0]
+    qrot = matvec_t_reference(index._projection.T, qv)
+    # Coarse keys: ||q||^2 + ||c||^2 - 2 <q, c> (clamped at 0) for l2, -<q, c> for ip;
+    # <q, c> is <P q, P c> (a dot_body per centroid) when P preserves inner products.
+    if index.n_bits >= index.dim:
+        dots = dot_reference(index._centroids_rot, qrot[None, :])
+    else:
+        dots = matvec_t_reference(index._centroids.T, qv)
+    if l2:
+        coarse = np.maximum(_F32(0.0), (dot_reference(qv, qv) + index._centroid_norms)
+                            - _F32(2.0) * dots)
+    else:
+        coarse = -dots
+    probes = np.lexsort((np.arange(n_lists), coarse))[:n_probe]
+    if probe_ratio and n_probe > 1:
+        # Adaptive probing (adaptive_probe_count): squared l2 distances to the probes'
+        # centroids, for ip from the key -<q, c>; count those within the ratio of the
+        # first one's, at least a quarter of n_probe.
+        if l2:
+            dist = coarse[probes]
+        else:
+            dist = (dot_reference(qv, qv) + index._centroid_norms[probes]) + _F32(2.0) * coarse[probes]
+        count = int(np.count_nonzero(dist <= _F32(probe_ratio) * dist[0]))
+        probes = probes[:max(count, (n_probe + 3) // 4)]
+    return qrot, coarse, probes
+
+
 def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int,
                      probe_ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Search ``index`` the way its compiled kernels do, in NumPy, for exact comparison.
@@ -298,38 +334,15 @@ def search_reference(index: Any, q: Any, k: int, n_probe: int, n_rerank: int,
     """
     queries = index._prepare(q, "q")
     l2 = index.metric == "l2"
-    centroids, projection = index._centroids, index._projection
     buckets, store = index._buckets, index._store
-    n_lists = centroids.shape[0]
+    n_lists = index._centroids.shape[0]
     n_probe = min(n_probe, n_lists)
     keep = max(n_rerank, k)
     worst = np.inf if l2 else -np.inf
     out_d = np.full((queries.shape[0], k), worst, dtype=_F32)
     out_i = np.full((queries.shape[0], k), -1, dtype=np.int64)
     for row, qv in enumerate(queries):
-        qrot = matvec_t_reference(projection.T, qv)
-        # Coarse keys: ||q||^2 + ||c||^2 - 2 <q, c> (clamped at 0) for l2, -<q, c> for ip;
-        # <q, c> is <P q, P c> (a dot_body per centroid) when P preserves inner products.
-        if index.n_bits >= index.dim:
-            dots = dot_reference(index._centroids_rot, qrot[None, :])
-        else:
-            dots = matvec_t_reference(centroids.T, qv)
-        if l2:
-            coarse = np.maximum(_F32(0.0), (dot_reference(qv, qv) + index._centroid_norms)
-                                - _F32(2.0) * dots)
-        else:
-            coarse = -dots
-        probes = np.lexsort((np.arange(n_lists), coarse))[:n_probe]
-        if probe_ratio and n_probe > 1:
-            # Adaptive probing (adaptive_probe_count): squared l2 distances to the probes'
-            # centroids, for ip from the key -<q, c>; count those within the ratio of the
-            # first one's, at least a quarter of n_probe.
-            if l2:
-                dist = coarse[probes]
-            else:
-                dist = (dot_reference(qv, qv) + index._centroid_norms[probes]) + _F32(2.0) * coarse[probes]
-            count = int(np.count_nonzero(dist <= _F32(probe_ratio) * dist[0]))
-            probes = probes[:max(count, (n_probe + 3) // 4)]
+        qrot, coarse, probes = probes_reference(index, qv, n_probe, probe_ratio)
         keys, slots = [], []
         for b in probes.tolist():
             codes, factors, bucket_slots, scales = _bucket_rows(buckets, b)

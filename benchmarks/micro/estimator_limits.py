@@ -50,24 +50,12 @@ def float_estimates(codes, factors, w, alpha, beta, gamma) -> np.ndarray:
     return alpha * (f[:, 0] * sw) + beta + gamma * f[:, 1]
 
 
-def scanned_buckets(index, qv: np.ndarray, n_probe: int, ratio: float | None):
-    """The rotated query, coarse keys and buckets the search scans (its probe rule)."""
-    qrot = ref.matvec_t_reference(index._projection.T, qv)
-    dots = ref.dot_reference(index._centroids_rot, qrot[None, :])
-    coarse = np.maximum(_F32(0.0), (ref.dot_reference(qv, qv) + index._centroid_norms)
-                        - _F32(2.0) * dots)
-    probes = np.lexsort((np.arange(coarse.shape[0]), coarse))[:n_probe]
-    if ratio:
-        count = int(np.count_nonzero(coarse[probes] <= _F32(ratio) * coarse[probes][0]))
-        probes = probes[:max(count, (n_probe + 3) // 4)]
-    return qrot, coarse, probes
-
-
 def query_candidates(index, qv, gt_row, n_probe, ratio, keep):
     """Per estimator variant: the ``keep`` best candidates' (estimate, exact distance,
     is a true neighbour, bound without x, bound with x, id), best estimate first; and the
     true neighbours among the 10 exactly nearest scanned codes (the ceiling)."""
-    qrot, coarse, probes = scanned_buckets(index, qv, n_probe, ratio)
+    n_probe = min(n_probe, index._centroids.shape[0])
+    qrot, coarse, probes = ref.probes_reference(index, qv, n_probe, ratio)
     store, n_bits = index._store, index._centroids_rot.shape[1]
     rows = [ref._bucket_rows(index._buckets, b) + (b,) for b in probes.tolist()]
     rows = [r for r in rows if r[2].shape[0]]
